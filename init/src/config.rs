@@ -1,0 +1,482 @@
+//! The host configuration, `/etc/berth/host.toml`.
+//!
+//! ```toml
+//! version = 1                 # required, first: the schema version this file is written for
+//! hostname = "web-1"          # optional, default "berth"
+//!
+//! [kernel]
+//! modules = ["dummy", "veth"] # optional: modules loaded at boot, with their dependencies
+//! ```
+//!
+//! Parsing is strict: an unknown key (a typo), a wrong type or a syntax error is an error
+//! that names the key path and the line, never a silent default. `docs/config.md` documents
+//! every key. The same code validates the file on the build host (`berth build`) and in
+//! PID 1, so a file that passes the build boots.
+//!
+//! A few keys can be overridden on the kernel command line; see [`CmdlineOverrides`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// Where PID 1 reads its configuration.
+pub const CONFIG_PATH: &str = "/etc/berth/host.toml";
+
+/// The schema versions this build understands.
+pub const SUPPORTED_VERSION: u32 = 1;
+
+/// The largest config file accepted; a host config is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A hostname used when the config names none.
+pub const DEFAULT_HOSTNAME: &str = "berth";
+
+/// The whole host configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Schema version; must be [`SUPPORTED_VERSION`].
+    pub version: u32,
+    /// The machine's hostname.
+    #[serde(default = "default_hostname")]
+    pub hostname: Hostname,
+    /// Kernel settings.
+    #[serde(default)]
+    pub kernel: KernelConfig,
+}
+
+/// The `[kernel]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Modules to load at boot, besides those matching the hardware.
+    #[serde(default)]
+    pub modules: Vec<ModuleName>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            version: SUPPORTED_VERSION,
+            hostname: default_hostname(),
+            kernel: KernelConfig::default(),
+        }
+    }
+}
+
+fn default_hostname() -> Hostname {
+    Hostname(DEFAULT_HOSTNAME.to_owned())
+}
+
+/// A hostname: 1 to 64 bytes of letters, digits, `-` and `.`, in labels that neither start
+/// nor end with `-` (RFC 1123; 64 is the kernel's `HOST_NAME_MAX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hostname(String);
+
+impl Hostname {
+    /// Validates `name` as a hostname.
+    pub fn parse(name: &str) -> Result<Hostname, String> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(format!("hostname {name:?} must be 1 to 64 characters long"));
+        }
+        for label in name.split('.') {
+            let valid_chars = label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if label.is_empty() || !valid_chars || label.starts_with('-') || label.ends_with('-') {
+                return Err(format!(
+                    "hostname {name:?} is not valid: use letters, digits and '-' in dot-separated labels that do not start or end with '-'"
+                ));
+            }
+        }
+        Ok(Hostname(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hostname {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hostname::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A kernel module name as `modprobe` takes it. Dashes and underscores are the same to the
+/// kernel; the name is kept with underscores, as `/proc/modules` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModuleName(String);
+
+impl ModuleName {
+    /// The kernel's `MODULE_NAME_LEN` (64) less the terminating NUL and padding: 55 bytes.
+    const MAX_LEN: usize = 55;
+
+    /// Validates and normalises a module name.
+    pub fn parse(name: &str) -> Result<ModuleName, String> {
+        let valid = !name.is_empty()
+            && name.len() <= Self::MAX_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(format!(
+                "module name {name:?} is not valid: use 1 to {} letters, digits, '_' or '-'",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(ModuleName(name.replace('-', "_")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ModuleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModuleName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ModuleName::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: file is {size} bytes, larger than the {MAX_CONFIG_BYTES}-byte limit")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: not UTF-8 text")]
+    NotUtf8 { path: PathBuf },
+    #[error("{path}{}: {message}", location(*line, key))]
+    Invalid {
+        path: PathBuf,
+        /// 1-based line of the fault, when the parser could place it.
+        line: Option<usize>,
+        /// Dotted key path of the fault, e.g. `kernel.modules[1]`; empty for the whole file.
+        key: String,
+        message: String,
+    },
+    #[error(
+        "{path}: version {found} is not supported (this berth reads version {SUPPORTED_VERSION})"
+    )]
+    UnsupportedVersion { path: PathBuf, found: i64 },
+    #[error(
+        "{path}: the `version` key is missing; start the file with `version = {SUPPORTED_VERSION}`"
+    )]
+    MissingVersion { path: PathBuf },
+}
+
+fn location(line: Option<usize>, key: &str) -> String {
+    let mut out = String::new();
+    if let Some(line) = line {
+        out.push_str(&format!(": line {line}"));
+    }
+    if !key.is_empty() {
+        out.push_str(&format!(": key `{key}`"));
+    }
+    out
+}
+
+impl HostConfig {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: bytes.len() as u64,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
+            path: path.to_owned(),
+        })?;
+        HostConfig::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<HostConfig, ConfigError> {
+        // Read `version` before anything else, so that a file written for a newer schema
+        // says so instead of failing on the first key this build does not know.
+        let table: toml::Table = toml::from_str(text).map_err(|e| invalid(path, text, "", &e))?;
+        match table.get("version") {
+            None => {
+                return Err(ConfigError::MissingVersion {
+                    path: path.to_owned(),
+                })
+            }
+            Some(toml::Value::Integer(v)) if *v == i64::from(SUPPORTED_VERSION) => {}
+            Some(toml::Value::Integer(v)) => {
+                return Err(ConfigError::UnsupportedVersion {
+                    path: path.to_owned(),
+                    found: *v,
+                })
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: line_of_key(text, "version"),
+                    key: "version".to_owned(),
+                    message: "must be an integer".to_owned(),
+                })
+            }
+        }
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            invalid(path, text, &key, e.inner())
+        })
+    }
+}
+
+/// Builds an [`ConfigError::Invalid`] from a toml error, keeping only its first line of
+/// message (toml's own text repeats the source snippet) and turning its byte span into a line.
+fn invalid(path: &Path, text: &str, key: &str, err: &toml::de::Error) -> ConfigError {
+    let line = err
+        .span()
+        .map(|span| line_of_offset(text, span.start))
+        .or_else(|| line_of_key(text, key.rsplit('.').next().unwrap_or(key)));
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        key: key.to_owned(),
+        message: err.message().trim().to_owned(),
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|before| before.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// The line of the first `key =` assignment, for errors the parser could not place.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let key = key.split('[').next().unwrap_or(key);
+    if key.is_empty() {
+        return None;
+    }
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// Settings taken from the kernel command line, which win over the config file:
+///
+/// | parameter | effect |
+/// |---|---|
+/// | `berth.hostname=NAME` | sets the hostname |
+/// | `berth.modules=a,b` | loads these modules too |
+///
+/// Unknown `berth.*` parameters are reported, not fatal: a typo on a boot loader line must
+/// not stop the machine.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CmdlineOverrides {
+    pub hostname: Option<Hostname>,
+    pub modules: Vec<ModuleName>,
+    /// Human-readable problems found while reading the command line.
+    pub warnings: Vec<String>,
+}
+
+impl CmdlineOverrides {
+    /// Parses `/proc/cmdline` text. Parameters are whitespace separated; a double-quoted
+    /// value may contain spaces, as the kernel's own parser allows.
+    pub fn parse(cmdline: &str) -> CmdlineOverrides {
+        let mut out = CmdlineOverrides::default();
+        for param in split_cmdline(cmdline) {
+            let Some(rest) = param.strip_prefix("berth.") else {
+                continue;
+            };
+            let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+            match key {
+                "hostname" => match Hostname::parse(value) {
+                    Ok(h) => out.hostname = Some(h),
+                    Err(e) => out.warnings.push(format!("berth.hostname: {e}")),
+                },
+                "modules" => {
+                    for name in value.split(',').filter(|n| !n.is_empty()) {
+                        match ModuleName::parse(name) {
+                            Ok(m) => out.modules.push(m),
+                            Err(e) => out.warnings.push(format!("berth.modules: {e}")),
+                        }
+                    }
+                }
+                _ => out
+                    .warnings
+                    .push(format!("unknown kernel parameter berth.{key} ignored")),
+            }
+        }
+        out
+    }
+
+    /// Applies the overrides to `config`.
+    pub fn apply(&self, config: &mut HostConfig) {
+        if let Some(h) = &self.hostname {
+            config.hostname = h.clone();
+        }
+        for m in &self.modules {
+            if !config.kernel.modules.contains(m) {
+                config.kernel.modules.push(m.clone());
+            }
+        }
+    }
+}
+
+/// Splits a kernel command line into parameters, honouring double quotes.
+fn split_cmdline(cmdline: &str) -> Vec<String> {
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            c if c.is_whitespace() && !in_quotes => {
+                if !current.is_empty() {
+                    params.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        params.push(current);
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse(text, Path::new("host.toml"))
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse("version = 1\nhostname = \"web-1.example\"\n[kernel]\nmodules = [\"dummy\", \"nf-tables\"]\n")
+            .unwrap();
+        assert_eq!(c.hostname.as_str(), "web-1.example");
+        let mods: Vec<_> = c.kernel.modules.iter().map(|m| m.as_str()).collect();
+        assert_eq!(mods, ["dummy", "nf_tables"]);
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_file() {
+        assert_eq!(parse("version = 1\n").unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err =
+            parse("version = 1\nhostname = \"a\"\n[kernel]\nmodles = [\"dummy\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("modles"), "{msg}");
+        assert!(msg.contains("kernel"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = parse("version = 1\n\n[kernel]\nmodules = \"dummy\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("key `kernel.modules`"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_module_name_is_placed() {
+        let err = parse("version = 1\n[kernel]\nmodules = [\"ok\", \"../evil\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("kernel.modules[1]"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("../evil"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let err = parse("version = 1\nhostname = \"unterminated\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn bad_hostnames_are_rejected() {
+        for bad in ["", "-a", "a-", "a..b", "a b", "x;reboot", &"a".repeat(65)] {
+            assert!(Hostname::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = parse("version = 1\nhostname = \"bad_name\"\n").unwrap_err();
+        assert!(err.to_string().contains("key `hostname`"), "{err}");
+    }
+
+    #[test]
+    fn version_is_required_and_checked() {
+        assert!(matches!(
+            parse("hostname = \"a\"\n"),
+            Err(ConfigError::MissingVersion { .. })
+        ));
+        // A newer file is named as such even though it has keys this build does not know.
+        assert!(matches!(
+            parse("version = 2\n[future]\nx = 1\n"),
+            Err(ConfigError::UnsupportedVersion { found: 2, .. })
+        ));
+        let err = parse("version = \"1\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn cmdline_overrides_win() {
+        let o = CmdlineOverrides::parse(
+            "console=ttyS0 berth.hostname=from-cmdline quiet berth.modules=dummy,veth berth.nope=1",
+        );
+        assert_eq!(o.hostname.as_ref().unwrap().as_str(), "from-cmdline");
+        assert_eq!(o.modules.len(), 2);
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+        let mut c = HostConfig::default();
+        o.apply(&mut c);
+        assert_eq!(c.hostname.as_str(), "from-cmdline");
+        assert_eq!(c.kernel.modules.len(), 2);
+    }
+
+    #[test]
+    fn cmdline_quotes_and_bad_values() {
+        let o = CmdlineOverrides::parse("a=\"x y\" berth.hostname=\"bad name\"");
+        assert!(o.hostname.is_none());
+        assert_eq!(o.warnings.len(), 1);
+    }
+}
