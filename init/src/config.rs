@@ -6,6 +6,9 @@
 //!
 //! [kernel]
 //! modules = ["dummy", "veth"] # optional: modules loaded at boot, with their dependencies
+//!
+//! [shutdown]
+//! timeout = "10s"             # optional: SIGTERM → SIGKILL grace at power-off
 //! ```
 //!
 //! Parsing is strict: an unknown key (a typo), a wrong type or a syntax error is an error
@@ -45,6 +48,67 @@ pub struct HostConfig {
     /// Kernel settings.
     #[serde(default)]
     pub kernel: KernelConfig,
+    /// How the machine shuts down.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// The `[shutdown]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long processes get between SIGTERM and SIGKILL at power-off or reboot.
+    #[serde(default = "default_shutdown_timeout")]
+    pub timeout: DurationSpec,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_shutdown_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(10))
+}
+
+/// A duration written as a whole number and a unit: `500ms`, `10s`, `2m`, `1h`; at most
+/// one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub std::time::Duration);
+
+impl DurationSpec {
+    pub fn parse(text: &str) -> Result<DurationSpec, String> {
+        use std::time::Duration;
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let bad = || {
+            format!("duration {text:?} is not valid: write a whole number and a unit, as in \"500ms\", \"10s\", \"2m\" or \"1h\"")
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        if d > Duration::from_secs(86_400) {
+            return Err(format!("duration {text:?} is longer than a day"));
+        }
+        Ok(DurationSpec(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DurationSpec::parse(&s).map_err(de::Error::custom)
+    }
 }
 
 /// The `[kernel]` table.
@@ -62,6 +126,7 @@ impl Default for HostConfig {
             version: SUPPORTED_VERSION,
             hostname: default_hostname(),
             kernel: KernelConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -457,6 +522,26 @@ mod tests {
         ));
         let err = parse("version = \"1\"\n").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(
+            DurationSpec::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            DurationSpec::parse("2m").unwrap().0,
+            Duration::from_secs(120)
+        );
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "2d", "25h"] {
+            assert!(DurationSpec::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let c = parse("version = 1\n[shutdown]\ntimeout = \"3s\"\n").unwrap();
+        assert_eq!(c.shutdown.timeout.0, Duration::from_secs(3));
+        let err = parse("version = 1\n[shutdown]\ntimeout = \"3 s\"\n").unwrap_err();
+        assert!(err.to_string().contains("shutdown.timeout"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! The boot sequence and PID 1's event loop.
+//!
+//! Boot: signals first (so that nothing can be missed), then mounts, the kernel log, the
+//! config, hostname, loopback, modules (configured, then coldplug), the power button, and
+//! "berth: ready". Each step that fails is logged and boot goes on; only the loss of the
+//! signalfd, without which PID 1 can neither reap nor shut down, is fatal.
+//!
+//! The event loop then waits on the signalfd and the power-button devices.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::path::Path;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::config::{CmdlineOverrides, ConfigError, HostConfig, CONFIG_PATH};
+use crate::klog::boot_ms;
+use crate::modules::{running_kernel_dir, LoadOutcome, ModuleLoader};
+use crate::mounts;
+use crate::power_button;
+use crate::reaper::reap_all;
+use crate::shutdown::{shutdown, Action};
+use crate::signals::{request_for, Request, SignalError, Signals};
+
+/// Modules PID 1 loads for itself: the ACPI power button and its event device.
+const OWN_MODULES: &[&str] = &["button", "evdev"];
+
+/// Why boot could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("signal handling: {0}")]
+    Signals(#[from] SignalError),
+}
+
+/// Boots the machine and runs the event loop. Returns only on a fatal error.
+pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
+    let mut signals = Signals::new()?;
+    // ctrl-alt-del sends SIGINT to PID 1 instead of resetting the machine at once.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        log::warn!("cannot route ctrl-alt-del to PID 1: {e}");
+    }
+
+    let failed_mounts = mounts::mount_all(Path::new("/"));
+    crate::klog::attach_kmsg();
+    log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
+    match mounts::enable_cgroup_controllers(Path::new("/sys/fs/cgroup")) {
+        Ok(list) => log::info!("cgroup2 controllers enabled: {list}"),
+        Err(e) => log::error!("{e}"),
+    }
+
+    let (config, config_error) = load_config();
+    set_hostname(&config);
+    match crate::sys::set_link_up("lo") {
+        Ok(()) => log::info!("loopback up"),
+        Err(e) => log::error!("cannot bring up loopback: {e}"),
+    }
+
+    let modules_started = boot_ms();
+    load_modules(&config);
+    let modules_ms = boot_ms() - modules_started;
+
+    let mut buttons =
+        power_button::open_power_buttons(Path::new("/sys/class/input"), Path::new("/dev/input"));
+    log::info!("watching {} power button(s)", buttons.len());
+
+    let ready_ms = boot_ms();
+    log::info!("loaded modules: {}", loaded_module_names().join(" "));
+    match &config_error {
+        None => log::info!(
+            "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB)",
+            ready_ms - exec_ms,
+            ready_ms - exec_ms - modules_ms,
+            rss_kib().unwrap_or(0),
+        ),
+        Some(e) => log::error!(
+            "degraded: the config is invalid and was not used: {e}; running with defaults (hostname {}), fix {CONFIG_PATH} and reboot",
+            config.hostname
+        ),
+    }
+
+    let action = wait_for_request(&mut signals, &mut buttons);
+    shutdown(action, Some(&mut signals), config.shutdown.timeout.0)
+}
+
+/// Reads the config and applies the kernel command line. A broken config yields the
+/// defaults plus the error, so that the machine still boots and says what is wrong.
+fn load_config() -> (HostConfig, Option<ConfigError>) {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let overrides = CmdlineOverrides::parse(&cmdline);
+    for w in &overrides.warnings {
+        log::warn!("kernel command line: {w}");
+    }
+    let (mut config, error) = match HostConfig::load(Path::new(CONFIG_PATH)) {
+        Ok(c) => {
+            log::info!("config {CONFIG_PATH} loaded");
+            (c, None)
+        }
+        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!("no config at {CONFIG_PATH}: using defaults");
+            (HostConfig::default(), None)
+        }
+        Err(e) => {
+            log::error!("config: {e}");
+            (HostConfig::default(), Some(e))
+        }
+    };
+    overrides.apply(&mut config);
+    (config, error)
+}
+
+fn set_hostname(config: &HostConfig) {
+    if let Err(e) = nix::unistd::sethostname(config.hostname.as_str()) {
+        log::error!("cannot set hostname {}: {e}", config.hostname);
+        return;
+    }
+    // Report what the kernel now holds, not what was asked for.
+    let actual = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    log::info!("hostname: {actual}");
+}
+
+fn load_modules(config: &HostConfig) {
+    let dir = running_kernel_dir();
+    let mut loader = match ModuleLoader::open(&dir) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("no module index ({e}): no modules loaded");
+            return;
+        }
+    };
+    let configured = config.kernel.modules.iter().map(|m| m.as_str());
+    for name in configured.chain(OWN_MODULES.iter().copied()) {
+        match loader.load(name) {
+            Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
+            Ok(LoadOutcome::AlreadyLoaded) => log::info!("module {name}: already loaded"),
+            Ok(LoadOutcome::BuiltIn) => log::info!("module {name}: built in"),
+            Err(e) => log::error!("module {name}: {e}"),
+        }
+    }
+    let coldplugged = loader.coldplug(Path::new("/sys/devices"));
+    log::info!("coldplug loaded {}", list_or_none(&coldplugged));
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".to_owned()
+    } else {
+        names.join(" ")
+    }
+}
+
+fn loaded_module_names() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// PID 1's resident memory. From `smaps_rollup`, which walks the page tables: the
+/// `VmRSS` of `/proc/self/status` comes from per-task counters that the kernel folds in
+/// only every 64 page faults, and reads near zero for a process this young.
+pub fn rss_kib() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Rss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the event loop until something asks for power-off or reboot.
+fn wait_for_request(signals: &mut Signals, buttons: &mut Vec<File>) -> Action {
+    loop {
+        let (signal_ready, button_events) = {
+            use std::os::fd::AsFd;
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                buttons
+                    .iter()
+                    .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
+            );
+            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                if e != nix::errno::Errno::EINTR {
+                    log::warn!("poll failed: {e}");
+                }
+                continue;
+            }
+            let events: Vec<PollFlags> = fds
+                .iter()
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            let signal_ready = events.first().is_some_and(|e| !e.is_empty());
+            (signal_ready, events.get(1..).unwrap_or(&[]).to_vec())
+        };
+        if signal_ready {
+            for signal in signals.drain() {
+                match request_for(signal) {
+                    Request::Reap => reap(),
+                    Request::PowerOff => {
+                        log::info!("{signal} received: power-off");
+                        return Action::PowerOff;
+                    }
+                    Request::Reboot => {
+                        log::info!("{signal} received (ctrl-alt-del): reboot");
+                        return Action::Reboot;
+                    }
+                    Request::Ignore => log::info!("{signal} received: ignored"),
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, (button, events)) in buttons.iter_mut().zip(button_events).enumerate() {
+            if events.contains(PollFlags::POLLIN) && power_button::read_press(button) {
+                log::info!("power button pressed: power-off");
+                return Action::PowerOff;
+            }
+            // A device that went away would report POLLHUP/POLLERR forever: drop it.
+            if events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL) {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            log::warn!("a power button device went away");
+            buttons.remove(i);
+        }
+    }
+}
+
+fn reap() {
+    for (pid, status) in reap_all().exited {
+        log::debug!("reaped {pid}: {status:?}");
+    }
+}

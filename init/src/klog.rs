@@ -1,0 +1,136 @@
+//! PID 1's logger: every record goes to the console with a boot-relative timestamp in
+//! milliseconds, and to the kernel log (`/dev/kmsg`) so that `dmesg` keeps it.
+//!
+//! The kmsg copy is written at debug priority (`<31>` = daemon.debug): the kernel echoes
+//! kmsg lines at or below the console log level to the console itself, and PID 1 already
+//! wrote the line there, so a higher priority would print every line twice. The severity is
+//! kept in the text instead.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use nix::time::{clock_gettime, ClockId};
+
+/// Milliseconds since the kernel started (CLOCK_BOOTTIME), the clock `dmesg` uses.
+pub fn boot_ms() -> f64 {
+    match clock_gettime(ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => ts.tv_sec() as f64 * 1000.0 + ts.tv_nsec() as f64 / 1_000_000.0,
+        Err(_) => 0.0,
+    }
+}
+
+struct Sinks {
+    console: Option<File>,
+    kmsg: Option<File>,
+}
+
+/// The logger; install it once with [`init`].
+pub struct KernelLogger {
+    sinks: Mutex<Sinks>,
+}
+
+static LOGGER: KernelLogger = KernelLogger {
+    sinks: Mutex::new(Sinks {
+        console: None,
+        kmsg: None,
+    }),
+};
+
+/// Installs the logger. Until [`attach_kmsg`] is called, records go to the console only.
+pub fn init(level: LevelFilter) {
+    if let Ok(mut sinks) = LOGGER.sinks.lock() {
+        // PID 1's stdout is the console the kernel opened for it; a duplicate keeps it
+        // independent of what later code does with fd 1.
+        sinks.console = std::io::stdout().as_fd_dup();
+    }
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Starts copying records to `/dev/kmsg`, once devtmpfs is mounted.
+pub fn attach_kmsg() {
+    // Userspace writes to kmsg are rate limited (10 lines per 5 s) unless this is "on";
+    // PID 1's boot log is worth keeping whole.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+    let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
+    if let Ok(mut sinks) = LOGGER.sinks.lock() {
+        sinks.kmsg = kmsg;
+    }
+}
+
+trait DupFd {
+    fn as_fd_dup(&self) -> Option<File>;
+}
+
+impl DupFd for std::io::Stdout {
+    fn as_fd_dup(&self) -> Option<File> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().ok().map(File::from)
+    }
+}
+
+/// Formats one console line: `[  1523.4 ms] berth: message` (warnings and errors say so).
+pub fn format_line(ms: f64, level: Level, message: &str) -> String {
+    let tag = match level {
+        Level::Error => "error: ",
+        Level::Warn => "warning: ",
+        _ => "",
+    };
+    format!("[{ms:9.1} ms] berth: {tag}{message}\n")
+}
+
+impl Log for KernelLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let line = format_line(boot_ms(), record.level(), &message);
+        let Ok(mut sinks) = self.sinks.lock() else {
+            return;
+        };
+        // Errors writing the log are ignored: there is nowhere left to report them.
+        if let Some(console) = sinks.console.as_mut() {
+            let _ = console.write_all(line.as_bytes());
+        }
+        if let Some(kmsg) = sinks.kmsg.as_mut() {
+            // One write is one kmsg record; the kernel stamps its own time.
+            let tag = match record.level() {
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                _ => "",
+            };
+            let _ = kmsg.write_all(format!("<31>berth: {tag}{message}\n").as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_carry_time_and_severity() {
+        assert_eq!(
+            format_line(1523.44, Level::Info, "ready"),
+            "[   1523.4 ms] berth: ready\n"
+        );
+        assert!(format_line(1.0, Level::Warn, "x").contains("berth: warning: x"));
+    }
+
+    #[test]
+    fn boot_clock_advances() {
+        let a = boot_ms();
+        let b = boot_ms();
+        assert!(a > 0.0 && b >= a);
+    }
+}
