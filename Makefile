@@ -22,7 +22,7 @@ export BERTH_INIT := $(abspath $(INIT))
 CARGO_HOME ?= $(HOME)/.cargo
 INIT_RUSTFLAGS := -C target-feature=+crt-static --remap-path-prefix=$(CURDIR)=/berth --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: all deps init berth demo-image demo test lint unit-tests host-tests qemu-tests bench clean
+.PHONY: all deps init floor-init berth demo-image demo test lint unit-tests host-tests qemu-tests bench clean
 
 all: init berth
 
@@ -59,7 +59,11 @@ lint:
 test: deps init lint
 	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 $(CARGO) test --locked --workspace
 
-bench: deps init berth
+# The floor: a trivial static /init that only powers off, booted on the same kernel.
+floor-init:
+	RUSTFLAGS="$(INIT_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p berth-qemu-tests --bin floor-init
+
+bench: deps init floor-init
 	$(CARGO) run --release --locked -p berth-qemu-tests --bin berth-bench
 
 clean:

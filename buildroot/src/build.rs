@@ -1,0 +1,316 @@
+//! `berth build`: config + init binary + pinned kernel → `vmlinuz`, `initramfs.img`,
+//! `manifest.json`.
+//!
+//! The steps, each with its own error variant: validate the config with the same code PID 1
+//! uses; find and check the init binary ([`crate::initbin`]); fetch or take the kernel
+//! package and unpack it ([`crate::kernel`]); choose the modules and write their index
+//! ([`crate::modules`]); assemble and compress the initramfs ([`crate::initramfs`]); write
+//! the outputs and the manifest ([`crate::manifest`]).
+//!
+//! Outputs depend on the inputs only: nothing reads the clock, the umask, the output path
+//! or the machine. Each output is written to a temp file in the output directory, fsynced
+//! and renamed into place; the manifest goes last, then the directory is fsynced.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use berth_init::config::{ConfigError, HostConfig};
+
+use crate::initbin::{self, InitBinaryError};
+use crate::initramfs::{self, InitramfsError, ModuleIndexFiles, ZSTD_LEVEL};
+use crate::kernel::{self, KernelError, PIN};
+use crate::manifest::{FileRecord, Manifest};
+use crate::modules::{self, DepNode, ModuleTree, ModulesError, DEFAULT_MODULES};
+
+/// What `berth build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub config: PathBuf,
+    pub out_dir: PathBuf,
+    /// `--init`; `None` searches the usual places.
+    pub init: Option<PathBuf>,
+    /// `--kernel-deb`; `None` uses the pinned package from the cache.
+    pub kernel_deb: Option<PathBuf>,
+    /// `--kernel-deb-unpinned`: accept a `--kernel-deb` that does not match the pin.
+    pub kernel_deb_unpinned: bool,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read config {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config path {path} does not name a file")]
+    ConfigName { path: PathBuf },
+    #[error(transparent)]
+    InitBinary(#[from] InitBinaryError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("cannot create a temporary directory to unpack the kernel: {source}")]
+    UnpackDir { source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    ReadKernelFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    #[error("cannot create output directory {path}: {source}")]
+    CreateOutputDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteOutput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot fsync output directory {path}: {source}")]
+    SyncOutputDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub manifest: Manifest,
+    /// The modules in the image, by name.
+    pub modules: Vec<String>,
+}
+
+/// Runs `berth build`.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    // 1. The config, checked by the code PID 1 runs.
+    let config = HostConfig::load(&opts.config)?;
+    let config_bytes = std::fs::read(&opts.config).map_err(|source| BuildError::ReadConfig {
+        path: opts.config.clone(),
+        source,
+    })?;
+    let config_name = opts
+        .config
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| BuildError::ConfigName {
+            path: opts.config.clone(),
+        })?;
+
+    // 2. The init binary.
+    let current_exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let init_path = initbin::locate(initbin::candidates(
+        opts.init.as_deref(),
+        std::env::var_os("BERTH_INIT"),
+        current_exe.as_deref(),
+        &cwd,
+    ))?;
+    log::info!("init binary: {}", init_path.display());
+    let init = initbin::read_static(&init_path)?;
+
+    // 3. The kernel package.
+    let (deb, deb_name) = match &opts.kernel_deb {
+        Some(path) => {
+            if opts.kernel_deb_unpinned {
+                log::warn!("{} is not checked against the kernel pin", path.display());
+            } else {
+                kernel::verify(path, &PIN)?;
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| PIN.deb_file_name());
+            (path.clone(), name)
+        }
+        None => (
+            kernel::fetch(&kernel::cache_dir()?, &PIN)?,
+            PIN.deb_file_name(),
+        ),
+    };
+    let (deb_sha256, deb_size) =
+        crate::hash::sha256_file(&deb).map_err(|source| BuildError::ReadKernelFile {
+            path: deb.clone(),
+            source,
+        })?;
+    let unpacked = tempfile::Builder::new()
+        .prefix("berth-kernel-")
+        .tempdir()
+        .map_err(|source| BuildError::UnpackDir { source })?;
+    let tree = kernel::extract(&deb, unpacked.path())?;
+    let vmlinuz = std::fs::read(&tree.vmlinuz).map_err(|source| BuildError::ReadKernelFile {
+        path: tree.vmlinuz.clone(),
+        source,
+    })?;
+    log::info!("kernel {}", tree.release);
+
+    // 4. Modules.
+    let modtree = ModuleTree::scan(&tree.modules_dir, &tree.release)?;
+    let requested: Vec<String> = config
+        .kernel
+        .modules
+        .iter()
+        .map(|m| m.as_str().to_owned())
+        .collect();
+    let roots = modtree.resolve(&requested, DEFAULT_MODULES)?;
+    let closure = modtree.load_closure(&roots)?;
+    let graph: BTreeMap<String, DepNode> = closure
+        .iter()
+        .map(|(name, m)| (name.clone(), DepNode::from(m)))
+        .collect();
+    let index = ModuleIndexFiles {
+        dep: modules::modules_dep(&graph)?,
+        alias: modules::modules_alias(
+            closure
+                .iter()
+                .map(|(name, m)| (name.as_str(), m.info.aliases.as_slice())),
+        ),
+        builtin: modtree.builtin_text().to_vec(),
+    };
+    log::info!(
+        "{} modules: {}",
+        closure.len(),
+        closure.keys().cloned().collect::<Vec<_>>().join(" ")
+    );
+
+    // 5. The initramfs.
+    let mut inputs = vec![
+        FileRecord::of(config_name, &config_bytes),
+        FileRecord::of("init", &init),
+        FileRecord {
+            name: deb_name,
+            size: deb_size,
+            sha256: deb_sha256,
+        },
+    ];
+    let mut module_records: Vec<FileRecord> = closure
+        .values()
+        .map(|m| FileRecord::of(format!("lib/modules/{}/{}", tree.release, m.path), &m.bytes))
+        .collect();
+    module_records.sort_by(|a, b| a.name.cmp(&b.name));
+    inputs.extend(module_records);
+
+    let fs = initramfs::berth_layout(init, config_bytes, &tree.release, &closure, &index)?;
+    let cpio = fs.to_cpio()?;
+    log::info!(
+        "compressing the initramfs ({:.1} MB) with zstd level {ZSTD_LEVEL}",
+        cpio.len() as f64 / 1e6
+    );
+    let image = initramfs::compress(&cpio, ZSTD_LEVEL)?;
+    log::info!("initramfs: {:.1} MB", image.len() as f64 / 1e6);
+
+    // 6. Outputs, manifest last.
+    let manifest = Manifest {
+        berth_version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel_release: tree.release.clone(),
+        inputs,
+        outputs: vec![
+            FileRecord::of("vmlinuz", &vmlinuz),
+            FileRecord::of("initramfs.img", &image),
+        ],
+    };
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).map_err(|source| BuildError::CreateOutputDir {
+        path: dir.clone(),
+        source,
+    })?;
+    write_atomic(dir, "vmlinuz", &vmlinuz)?;
+    write_atomic(dir, "initramfs.img", &image)?;
+    write_atomic(dir, "manifest.json", &manifest.to_json())?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| BuildError::SyncOutputDir {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(BuildReport {
+        manifest,
+        modules: closure.into_keys().collect(),
+    })
+}
+
+/// Writes `bytes` to `dir/name` through a fsynced temp file in `dir` and a rename, with
+/// mode 0644 whatever the umask.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), BuildError> {
+    let path = dir.join(name);
+    let err = |source| BuildError::WriteOutput {
+        path: path.clone(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(&path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(config: PathBuf, out: PathBuf) -> BuildOptions {
+        BuildOptions {
+            config,
+            out_dir: out,
+            init: Some(PathBuf::from("/nonexistent/init")),
+            kernel_deb: None,
+            kernel_deb_unpinned: false,
+        }
+    }
+
+    #[test]
+    fn config_errors_surface_with_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("host.toml");
+        std::fs::write(&config, "version = 1\n[kernel]\nmodles = [\"dummy\"]\n").unwrap();
+        let err = build(&options(config, dir.path().join("out"))).unwrap_err();
+        assert!(matches!(err, BuildError::Config(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("line 3") && msg.contains("modles"), "{msg}");
+        // Nothing was written.
+        assert!(!dir.path().join("out").exists());
+    }
+
+    #[test]
+    fn missing_init_is_an_error_before_any_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("host.toml");
+        std::fs::write(&config, "version = 1\n").unwrap();
+        let err = build(&options(config, dir.path().join("out"))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BuildError::InitBinary(InitBinaryError::NotFound { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/nonexistent/init"), "{err}");
+    }
+
+    #[test]
+    fn write_atomic_ignores_umask_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f", b"one").unwrap();
+        write_atomic(dir.path(), "f", b"two").unwrap();
+        let path = dir.path().join("f");
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,254 @@
+//! The `berth` command line: parses arguments and hands them to `berth_buildroot`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_buildroot::boot::{self, Accel, BootOptions};
+use berth_buildroot::build::{self, BuildOptions};
+use berth_buildroot::kernel::{self, PIN};
+use clap::{Parser, Subcommand};
+
+/// Build and boot berth images.
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    after_help = "Examples:
+  berth build host.toml -o out/       build out/vmlinuz, out/initramfs.img, out/manifest.json
+  berth boot out/                     boot it in QEMU, serial console on this terminal
+  berth kernel show                   print the pinned kernel package
+
+Environment:
+  BERTH_CACHE     cache directory (default $XDG_CACHE_HOME/berth or ~/.cache/berth)
+  BERTH_INIT      init binary to use when --init is not given"
+)]
+struct Cli {
+    /// More log output on stderr (-v: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a kernel + initramfs image from a host config.
+    #[command(
+        after_help = "The config is validated with the same code PID 1 runs; an error \
+names the key and the line. The init binary is taken from --init, else $BERTH_INIT, else \
+`berth-init` next to this executable, else target/x86_64-unknown-linux-gnu/release/berth-init \
+under the current directory; it must be a static x86-64 ELF.
+
+The kernel is the pinned Debian package (see `berth kernel show`), fetched into the cache on \
+first use with apt-get and verified by SHA-256. The image carries the modules the config's \
+kernel.modules names, common virtual-hardware drivers, and their dependencies.
+
+The same inputs always give byte-identical outputs.
+
+Examples:
+  cargo build --release -p berth-init --target x86_64-unknown-linux-gnu
+  berth build host.toml -o out/
+  berth build host.toml -o out/ --init ./my-init --kernel-deb linux-image.deb"
+    )]
+    Build {
+        /// The host config (becomes /etc/berth/host.toml).
+        config: PathBuf,
+        /// Output directory; created if missing.
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// The init binary (a static ELF) to install as /init.
+        #[arg(long, value_name = "PATH")]
+        init: Option<PathBuf>,
+        /// Use this kernel .deb instead of fetching the pinned one (still hash-checked).
+        #[arg(long, value_name = "PATH")]
+        kernel_deb: Option<PathBuf>,
+        /// Do not check --kernel-deb against the pin.
+        #[arg(long, requires = "kernel_deb")]
+        kernel_deb_unpinned: bool,
+    },
+    /// Boot a built image in QEMU with the serial console on this terminal.
+    #[command(
+        after_help = "Exits 0 when the guest powers off, non-zero when its kernel panics \
+(reported through a pvpanic device once PID 1 has loaded its driver) or QEMU fails. Quit \
+QEMU by hand with Ctrl-A X.
+
+Examples:
+  berth boot out/
+  berth boot out/ --append 'berth.hostname=test loglevel=7'
+  timeout 60 berth boot out/ --memory 512 -- -smp 2"
+    )]
+    Boot {
+        /// The directory `berth build` wrote.
+        dir: PathBuf,
+        /// Guest memory in MiB.
+        #[arg(long, value_name = "MB", default_value_t = boot::DEFAULT_MEMORY_MB)]
+        memory: u32,
+        /// QEMU accelerator; kvm needs /dev/kvm.
+        #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+        accel: Accel,
+        /// Extra kernel command-line parameters (after console=ttyS0).
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        append: Option<String>,
+        /// The QEMU binary.
+        #[arg(long, value_name = "PATH", default_value = boot::DEFAULT_QEMU)]
+        qemu: PathBuf,
+        /// Extra QEMU arguments, after `--`.
+        #[arg(last = true, value_name = "QEMU ARGS")]
+        extra: Vec<OsString>,
+    },
+    /// The pinned kernel package.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelCommand {
+    /// Fetch the pinned kernel package into the cache (if needed) and print its path.
+    #[command(after_help = "Example:\n  dpkg-deb -c \"$(berth kernel fetch)\"")]
+    Fetch,
+    /// Print the kernel pin and where it is cached.
+    #[command(
+        after_help = "To update the pin, run `apt-get update && apt-cache show PACKAGE` \
+and copy Version, SHA256 and Size into PIN in buildroot/src/kernel.rs."
+    )]
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Info,
+        (false, 1) => log::LevelFilter::Debug,
+        (false, _) => log::LevelFilter::Trace,
+    };
+    berth_buildroot::logger::init(level);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("berth: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Build {
+            config,
+            output,
+            init,
+            kernel_deb,
+            kernel_deb_unpinned,
+        } => {
+            let report = build::build(&BuildOptions {
+                config,
+                out_dir: output.clone(),
+                init,
+                kernel_deb,
+                kernel_deb_unpinned,
+            })
+            .map_err(|e| e.to_string())?;
+            for out in &report.manifest.outputs {
+                println!("{}  {}", out.sha256, output.join(&out.name).display());
+            }
+            log::info!(
+                "built kernel {} with {} modules into {}",
+                report.manifest.kernel_release,
+                report.modules.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Boot {
+            dir,
+            memory,
+            accel,
+            append,
+            qemu,
+            extra,
+        } => boot::boot(&BootOptions {
+            dir,
+            memory_mb: memory,
+            accel,
+            append,
+            qemu,
+            extra,
+        })
+        .map_err(|e| e.to_string()),
+        Command::Kernel(KernelCommand::Fetch) => {
+            let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
+            let path = kernel::fetch(&cache, &PIN).map_err(|e| e.to_string())?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::Kernel(KernelCommand::Show) => {
+            println!("package  {}", PIN.package);
+            println!("version  {}", PIN.version);
+            println!("arch     {}", PIN.arch);
+            println!("sha256   {}", PIN.sha256);
+            println!("size     {}", PIN.size);
+            match kernel::cache_dir() {
+                Ok(cache) => {
+                    let path = kernel::cached_deb_path(&cache, &PIN);
+                    let state = if path.is_file() {
+                        "cached"
+                    } else {
+                        "not fetched"
+                    };
+                    println!("cache    {} ({state})", path.display());
+                }
+                Err(e) => println!("cache    ({e})"),
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boot_takes_extra_qemu_args_after_dashes() {
+        let cli = Cli::try_parse_from([
+            "berth", "boot", "out", "--accel", "kvm", "--append", "quiet", "--", "-smp", "2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Boot {
+                accel,
+                append,
+                extra,
+                memory,
+                ..
+            } => {
+                assert_eq!(accel, Accel::Kvm);
+                assert_eq!(append.as_deref(), Some("quiet"));
+                assert_eq!(extra, [OsString::from("-smp"), OsString::from("2")]);
+                assert_eq!(memory, 256);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["berth", "boot", "out", "--accel", "xen"]).is_err());
+        assert!(Cli::try_parse_from([
+            "berth",
+            "build",
+            "c.toml",
+            "-o",
+            "o",
+            "--kernel-deb-unpinned"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! End-to-end tests of `berth build`: reproducibility across output paths, time zones,
+//! umasks and wall-clock time, the initramfs contents, and errors a user meets first.
+//!
+//! They need the pinned kernel package, which is fetched into the shared cache
+//! (`$BERTH_CACHE`, else `~/.cache/berth`) on first use, and a static ELF to stand in for
+//! berth-init: `/bin/busybox` from Debian's busybox-static (the pipeline does not care
+//! what the binary does).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+const STATIC_INIT: &str = "/bin/busybox";
+const RELEASE: &str = "6.1.0-50-cloud-amd64";
+
+/// Runs `berth build` through `sh` so that the umask and TZ apply to the process itself.
+fn berth_build(config: &Path, out: &Path, tz: &str, umask: &str, init: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask "$1"; shift; exec "$@""#)
+        .arg("sh")
+        .arg(umask)
+        .arg(BERTH)
+        .arg("build")
+        .arg(config)
+        .arg("-o")
+        .arg(out)
+        .arg("--init")
+        .arg(init)
+        .env("TZ", tz)
+        .output()
+        .expect("run berth")
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "berth failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cpio -t` of a zstd-compressed newc archive.
+fn cpio_list(image: &[u8]) -> BTreeSet<String> {
+    let cpio = zstd::decode_all(image).expect("initramfs is one zstd stream");
+    let mut child = Command::new("cpio")
+        .args(["-t", "--quiet", "-H", "newc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cpio is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&cpio));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One file of a zstd-compressed newc archive, by extracting it with `cpio -i`.
+fn cpio_extract(image: &[u8], member: &str) -> Vec<u8> {
+    let cpio = zstd::decode_all(image).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("cpio")
+        .args(["-i", "--quiet", "-H", "newc", "--make-directories", member])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&cpio));
+    assert!(child.wait().unwrap().success());
+    writer.join().unwrap().unwrap();
+    std::fs::read(dir.path().join(member)).unwrap()
+}
+
+#[test]
+fn same_inputs_give_identical_outputs_and_the_expected_image() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "version = 1\nhostname = \"repro\"\n\n[kernel]\nmodules = [\"dummy\", \"vxlan\"]\n",
+    )
+    .unwrap();
+    let a = work.path().join("a");
+    let b = work.path().join("deeper/and/deeper/b-out");
+
+    assert_ok(&berth_build(&config, &a, "UTC", "022", STATIC_INIT));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_ok(&berth_build(
+        &config,
+        &b,
+        "Pacific/Chatham",
+        "077",
+        STATIC_INIT,
+    ));
+
+    for name in ["vmlinuz", "initramfs.img", "manifest.json"] {
+        let x = std::fs::read(a.join(name)).unwrap();
+        let y = std::fs::read(b.join(name)).unwrap();
+        assert!(x == y, "{name} differs between the two builds");
+    }
+
+    // The manifest names no paths of this machine.
+    let manifest = std::fs::read_to_string(a.join("manifest.json")).unwrap();
+    assert!(
+        !manifest.contains(work.path().to_str().unwrap()),
+        "{manifest}"
+    );
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        m[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("outputs"), ["vmlinuz", "initramfs.img"]);
+    let inputs = names("inputs");
+    assert_eq!(inputs[0], "host.toml");
+    assert_eq!(inputs[1], "init");
+    assert!(inputs[2].starts_with("linux-image-6.1.0-50-cloud-amd64_"));
+    let image = std::fs::read(a.join("initramfs.img")).unwrap();
+    assert_eq!(
+        m["outputs"][1]["size"].as_u64(),
+        Some(image.len() as u64),
+        "manifest size of initramfs.img"
+    );
+
+    // The image has the layout.
+    let listing = cpio_list(&image);
+    let moddir = format!("lib/modules/{RELEASE}");
+    for want in [
+        "init".to_owned(),
+        "etc/berth/host.toml".to_owned(),
+        "dev/console".to_owned(),
+        "tmp".to_owned(),
+        format!("{moddir}/modules.dep"),
+        format!("{moddir}/modules.alias"),
+        format!("{moddir}/modules.builtin"),
+        format!("{moddir}/kernel/drivers/net/dummy.ko"),
+        format!("{moddir}/kernel/drivers/net/vxlan/vxlan.ko"),
+    ] {
+        assert!(listing.contains(&want), "{want} missing from the initramfs");
+    }
+    assert_eq!(
+        cpio_extract(&image, "etc/berth/host.toml"),
+        std::fs::read(&config).unwrap()
+    );
+    assert_eq!(
+        cpio_extract(&image, "init"),
+        std::fs::read(STATIC_INIT).unwrap()
+    );
+
+    // Every module modules.dep names, and every dependency, is in the image; the requested
+    // ones have lines, and vxlan's lists its dependencies.
+    let dep = String::from_utf8(cpio_extract(&image, &format!("{moddir}/modules.dep"))).unwrap();
+    let mut lines = 0;
+    for line in dep.lines() {
+        let (module, deps) = line.split_once(':').expect("module: deps");
+        for path in std::iter::once(module).chain(deps.split_whitespace()) {
+            assert!(
+                listing.contains(&format!("{moddir}/{path}")),
+                "{path} (from modules.dep) is not in the image"
+            );
+        }
+        lines += 1;
+    }
+    assert!(dep.contains("kernel/drivers/net/dummy.ko:\n"), "{dep}");
+    let vxlan = dep
+        .lines()
+        .find(|l| l.starts_with("kernel/drivers/net/vxlan/vxlan.ko:"))
+        .expect("vxlan line");
+    assert!(vxlan.contains("kernel/net/ipv4/udp_tunnel.ko"), "{vxlan}");
+    assert!(
+        vxlan.contains("kernel/net/ipv6/ip6_udp_tunnel.ko"),
+        "{vxlan}"
+    );
+    let ko_files = listing.iter().filter(|p| p.ends_with(".ko")).count();
+    assert_eq!(lines, ko_files, "one modules.dep line per module file");
+    let alias =
+        String::from_utf8(cpio_extract(&image, &format!("{moddir}/modules.alias"))).unwrap();
+    assert!(alias.contains("alias rtnl-link-dummy dummy\n"), "{alias}");
+}
+
+#[test]
+fn unknown_module_is_named_with_a_suggestion() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("host.toml");
+    std::fs::write(&config, "version = 1\n[kernel]\nmodules = [\"dumy\"]\n").unwrap();
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", STATIC_INIT);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("module `dumy`"), "{stderr}");
+    assert!(stderr.contains("did you mean dummy"), "{stderr}");
+    assert!(!work.path().join("out/manifest.json").exists());
+}
+
+#[test]
+fn config_and_init_errors_stop_the_build() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("host.toml");
+    std::fs::write(&config, "version = 1\nhostnme = \"x\"\n").unwrap();
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", STATIC_INIT);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("hostnme"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "version = 1\n").unwrap();
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", "/bin/sh");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dynamically linked"), "{stderr}");
+}

@@ -1,0 +1,283 @@
+//! `make bench`: boot-time and size figures for the demo image, beside a trivial `/init`
+//! (`floor-init`) on the same kernel, in the same run.
+//!
+//! Under TCG every figure is inflated by emulation, so PID 1's own work is also measured
+//! natively: the same static binary runs as PID 1 of fresh namespaces on this host (root
+//! needed), where only module loading is missing.
+//!
+//! Prints medians of several runs. Targets (issue #2): PID 1's own work ≤ 5 ms, RSS at
+//! ready ≤ 2 MB, init binary ≤ 4 MB stripped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_buildroot::build::{build, BuildOptions};
+use berth_buildroot::cpio::{CpioWriter, EntryKind};
+use berth_qemu_tests::{workspace_root, Qemu};
+
+const RUNS: usize = 3;
+const NATIVE_RUNS: usize = 10;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("berth-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let root = workspace_root();
+    let target = root.join("target/x86_64-unknown-linux-gnu/release");
+    let init = target.join("berth-init");
+    let floor = target.join("floor-init");
+    for bin in [&init, &floor] {
+        if !bin.exists() {
+            return Err(format!("{} is missing: run `make bench`", bin.display()));
+        }
+    }
+    let out = root.join("target/bench");
+    let demo = out.join("demo");
+    eprintln!("building the demo image...");
+    build(&BuildOptions {
+        config: root.join("examples/demo.toml"),
+        out_dir: demo.clone(),
+        init: Some(init.clone()),
+        kernel_deb: None,
+        kernel_deb_unpinned: false,
+    })
+    .map_err(|e| format!("berth build: {e}"))?;
+    let floor_initrd = out.join("floor-initramfs.img");
+    write_floor_initrd(&floor, &floor_initrd)?;
+
+    let mut berth = Vec::new();
+    let mut floors = Vec::new();
+    for i in 0..RUNS {
+        eprintln!("boot {}/{RUNS}: demo, then floor", i + 1);
+        berth.push(boot_demo(&demo)?);
+        floors.push(boot_floor(&demo.join("vmlinuz"), &floor_initrd)?);
+    }
+    let native = if nix::unistd::geteuid().is_root() {
+        Some(native_pid1(&init, NATIVE_RUNS)?)
+    } else {
+        None
+    };
+
+    let med = |f: &dyn Fn(&DemoBoot) -> f64| median(berth.iter().map(f).collect());
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!();
+    println!("berth boot benchmark (QEMU TCG, {RUNS} boots each, medians)");
+    println!("{:<44} {:>12} {:>12}", "", "berth", "floor /init");
+    println!(
+        "{:<44} {:>9.1} ms {:>9.1} ms",
+        "kernel start -> PID 1 exec",
+        med(&|b| b.exec_ms),
+        median(floors.iter().map(|f| f.exec_ms).collect())
+    );
+    println!(
+        "{:<44} {:>9.1} ms {:>12}",
+        "PID 1 exec -> ready (all)",
+        med(&|b| b.ready_ms),
+        "-"
+    );
+    println!(
+        "{:<44} {:>9.1} ms {:>12}",
+        "  of which module loading",
+        med(&|b| b.modules_ms),
+        "-"
+    );
+    println!(
+        "{:<44} {:>9.1} ms {:>12}",
+        "  of which PID 1's own work (TCG)",
+        med(&|b| b.own_ms),
+        "-"
+    );
+    if let Some(native) = &native {
+        println!(
+            "{:<44} {:>9.2} ms {:>12}",
+            "  PID 1's own work, native (pidns, no modules)",
+            native,
+            "-"
+        );
+    }
+    println!(
+        "{:<44} {:>9.1} ms {:>9.1} ms",
+        "initramfs unpack",
+        med(&|b| b.unpack_ms),
+        median(floors.iter().map(|f| f.unpack_ms).collect())
+    );
+    println!(
+        "{:<44} {:>9.0} KiB {:>11}",
+        "PID 1 RSS at ready",
+        med(&|b| b.rss_kib),
+        "-"
+    );
+    println!(
+        "{:<44} {:>9} KiB {:>8} KiB",
+        "init binary",
+        size(&init) / 1024,
+        size(&floor) / 1024
+    );
+    println!(
+        "{:<44} {:>9} KiB {:>8} KiB",
+        "initramfs",
+        size(&demo.join("initramfs.img")) / 1024,
+        size(&floor_initrd) / 1024
+    );
+    println!(
+        "{:<44} {:>9.0} ms {:>9.0} ms",
+        "wall clock, QEMU start -> ready / power-off",
+        med(&|b| b.wall_ms),
+        median(floors.iter().map(|f| f.wall_ms).collect())
+    );
+    println!();
+    println!("targets: PID 1's own work <= 5 ms; RSS <= 2048 KiB; init binary <= 4096 KiB");
+    Ok(())
+}
+
+/// An uncompressed cpio with the floor init as /init and a console node.
+fn write_floor_initrd(floor: &Path, out: &Path) -> Result<(), String> {
+    let binary = std::fs::read(floor).map_err(|e| format!("{}: {e}", floor.display()))?;
+    let mut w = CpioWriter::new(Vec::new());
+    let io = |e: std::io::Error| e.to_string();
+    w.entry("dev", 0o755, &EntryKind::Dir).map_err(io)?;
+    w.entry("dev/console", 0o600, &EntryKind::CharDevice { major: 5, minor: 1 })
+        .map_err(io)?;
+    w.entry("init", 0o755, &EntryKind::File(&binary)).map_err(io)?;
+    let bytes = w.finish().map_err(io)?;
+    std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+struct DemoBoot {
+    exec_ms: f64,
+    ready_ms: f64,
+    own_ms: f64,
+    modules_ms: f64,
+    rss_kib: f64,
+    unpack_ms: f64,
+    wall_ms: f64,
+}
+
+struct FloorBoot {
+    exec_ms: f64,
+    unpack_ms: f64,
+    wall_ms: f64,
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn boot_demo(image: &Path) -> Result<DemoBoot, String> {
+    let started = Instant::now();
+    let vm = Qemu::new(image.join("vmlinuz"))
+        .name("bench-demo")
+        .initrd(image.join("initramfs.img"))
+        .deadline(Duration::from_secs(180))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let ready = vm
+        .wait_for_line("berth: ready in", WAIT)
+        .map_err(|e| e.to_string())?;
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let console = vm.console();
+    vm.kill();
+    let field = |after: &str| number_after(&ready, after).ok_or(format!("no {after:?} in {ready}"));
+    Ok(DemoBoot {
+        exec_ms: field("exec at ")?,
+        ready_ms: field("ready in ")?,
+        own_ms: field("own work ")?,
+        modules_ms: field("modules ")?,
+        rss_kib: field("rss ")?,
+        unpack_ms: unpack_ms(&console)?,
+        wall_ms,
+    })
+}
+
+fn boot_floor(kernel: &Path, initrd: &Path) -> Result<FloorBoot, String> {
+    let started = Instant::now();
+    let vm = Qemu::new(kernel)
+        .name("bench-floor")
+        .initrd(initrd)
+        .deadline(Duration::from_secs(180))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let line = vm
+        .wait_for_line("floor-init: exec at", WAIT)
+        .map_err(|e| e.to_string())?;
+    vm.wait_exit(WAIT).map_err(|e| e.to_string())?;
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(FloorBoot {
+        exec_ms: number_after(&line, "exec at ").ok_or(format!("bad line {line}"))?,
+        unpack_ms: unpack_ms(&vm.console())?,
+        wall_ms,
+    })
+}
+
+/// The first number after `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<f64> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A kernel log timestamp, `[    1.073150] ...`, in ms.
+fn kernel_ts(line: &str) -> Option<f64> {
+    let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    inner.trim().parse::<f64>().ok().map(|s| s * 1000.0)
+}
+
+/// From the kernel starting to unpack the initramfs to it freeing the initrd memory, which
+/// it does once the unpacking is complete.
+fn unpack_ms(console: &str) -> Result<f64, String> {
+    let ts = |needle: &str| {
+        console
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(kernel_ts)
+            .ok_or(format!("no kernel line with {needle:?}"))
+    };
+    Ok(ts("Freeing initrd memory")? - ts("Trying to unpack rootfs image")?)
+}
+
+/// PID 1's own work from exec to ready, measured on this host: the static init as PID 1
+/// of new namespaces, chrooted into a scratch root with its config.
+fn native_pid1(init: &Path, runs: usize) -> Result<f64, String> {
+    let root: PathBuf = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("etc/berth")).map_err(|e| e.to_string())?;
+    std::fs::copy(init, root.join("init")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        root.join("etc/berth/host.toml"),
+        "version = 1\nhostname = \"bench\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let mut child = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--uts", "--net", "--ipc"])
+            .args(["--propagation", "private", "--kill-child", "chroot"])
+            .arg(&root)
+            .arg("/init")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("unshare: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let ready = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("berth: ready in"));
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = ready.ok_or("PID 1 never got ready")?;
+        samples.push(number_after(&line, "ready in ").ok_or(format!("bad line {line}"))?);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(median(samples))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

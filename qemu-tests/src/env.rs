@@ -1,0 +1,210 @@
+//! Where things are: the QEMU binary, the workspace, the kernel cache and
+//! the console logs. Each rule is a pure function of an environment lookup
+//! (unit-tested) wrapped by a function reading the real environment.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::qemu::DEFAULT_QEMU;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    // This crate lives one level below the root; the path is fixed at
+    // compile time, which is what tests built from this tree want.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Where the berth tool caches kernels: `$BERTH_CACHE`, else
+/// `$XDG_CACHE_HOME/berth`, else `$HOME/.cache/berth`. Empty variables
+/// count as unset; `None` if even `HOME` is unset.
+pub fn kernel_cache_dir() -> Option<PathBuf> {
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`kernel_cache_dir`] with the environment passed in.
+pub fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    get("BERTH_CACHE")
+        .or_else(|| get("XDG_CACHE_HOME").map(|d| d.join("berth")))
+        .or_else(|| get("HOME").map(|h| h.join(".cache").join("berth")))
+}
+
+/// Where console logs go: `$BERTH_QEMU_LOG_DIR`, else `qemu-logs/` in the
+/// cargo target directory (`$CARGO_TARGET_DIR`, else the nearest ancestor
+/// of the running test binary holding cargo's `CACHEDIR.TAG`, else
+/// `<workspace>/target`).
+pub fn log_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_QEMU_LOG_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            exe.ancestors()
+                .skip(1)
+                .find(|d| d.join("CACHEDIR.TAG").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("qemu-logs")
+}
+
+/// The QEMU binary to run: `$BERTH_QEMU` if set, else `qemu-system-x86_64`
+/// looked up in `$PATH`. `None` if it cannot be found.
+pub fn find_qemu() -> Option<PathBuf> {
+    find_qemu_from(|k| std::env::var_os(k))
+}
+
+/// [`find_qemu`] with the environment passed in.
+pub fn find_qemu_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    if let Some(p) = env("BERTH_QEMU").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.components().count() > 1 {
+            is_executable(&p).then_some(p)
+        } else {
+            search_path(p.as_os_str(), env("PATH"))
+        };
+    }
+    search_path(DEFAULT_QEMU.as_ref(), env("PATH"))
+}
+
+fn search_path(name: &std::ffi::OsStr, path: Option<OsString>) -> Option<PathBuf> {
+    std::env::split_paths(&path?)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Whether QEMU tests can run. If QEMU is missing: with
+/// `BERTH_REQUIRE_QEMU=1` this panics (CI must not pass by skipping),
+/// otherwise it prints `skipping: ...` and returns false, and the caller
+/// returns early:
+///
+/// ```no_run
+/// if !berth_qemu_tests::require_qemu() {
+///     return;
+/// }
+/// ```
+pub fn require_qemu() -> bool {
+    let required = std::env::var("BERTH_REQUIRE_QEMU").is_ok_and(|v| v == "1");
+    match decide(find_qemu().is_some(), required) {
+        Presence::Run => true,
+        Presence::Skip(msg) => {
+            eprintln!("{msg}");
+            false
+        }
+        Presence::Fail(msg) => panic!("{msg}"),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Presence {
+    Run,
+    Skip(String),
+    Fail(String),
+}
+
+fn decide(found: bool, required: bool) -> Presence {
+    let what = format!(
+        "{DEFAULT_QEMU} not found (looked at $BERTH_QEMU, then $PATH); \
+         install qemu-system-x86; `make test` installs it"
+    );
+    match (found, required) {
+        (true, _) => Presence::Run,
+        (false, true) => Presence::Fail(format!("BERTH_REQUIRE_QEMU=1 but {what}")),
+        (false, false) => Presence::Skip(format!("skipping: {what}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let all = [
+            ("BERTH_CACHE", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(cache_dir_from(env_of(&all)), Some("/c".into()));
+        assert_eq!(cache_dir_from(env_of(&all[1..])), Some("/x/berth".into()));
+        assert_eq!(
+            cache_dir_from(env_of(&[
+                ("BERTH_CACHE", ""),
+                ("XDG_CACHE_HOME", ""),
+                ("HOME", "/h")
+            ])),
+            Some("/h/.cache/berth".into())
+        );
+        assert_eq!(cache_dir_from(env_of(&[])), None);
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let root = workspace_root();
+        assert!(root.join("Cargo.toml").is_file());
+        assert!(root.join("qemu-tests").join("Cargo.toml").is_file());
+    }
+
+    #[test]
+    fn finds_qemu_via_env_or_path() {
+        let dir = std::env::temp_dir().join(format!("berth-find-qemu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join(DEFAULT_QEMU);
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let mut perms = std::fs::metadata(&bin).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&bin, perms).unwrap();
+        let dir_s = dir.to_str().unwrap();
+        let bin_s = bin.to_str().unwrap();
+
+        let path = format!("/nonexistent:{dir_s}");
+        assert_eq!(
+            find_qemu_from(env_of(&[("PATH", &path)])),
+            Some(bin.clone())
+        );
+        assert_eq!(find_qemu_from(env_of(&[("PATH", "/nonexistent")])), None);
+        assert_eq!(
+            find_qemu_from(env_of(&[("BERTH_QEMU", bin_s)])),
+            Some(bin.clone())
+        );
+        assert_eq!(
+            find_qemu_from(env_of(&[("BERTH_QEMU", "/nonexistent/qemu")])),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_qemu_skips_or_fails() {
+        assert_eq!(decide(true, true), Presence::Run);
+        let Presence::Skip(msg) = decide(false, false) else {
+            panic!("should skip")
+        };
+        assert!(msg.starts_with("skipping: "), "{msg}");
+        assert!(msg.contains("install qemu-system-x86; `make test` installs it"));
+        let Presence::Fail(msg) = decide(false, true) else {
+            panic!("should fail")
+        };
+        assert!(msg.contains("install qemu-system-x86"), "{msg}");
+    }
+}
