@@ -147,7 +147,10 @@ fn power_button_shuts_down_in_order_and_qemu_exits() {
         vm.wait_for(step, STEP).unwrap();
     }
     let status = vm.wait_exit(STEP).unwrap();
-    assert!(status.success(), "QEMU should exit 0 on power-off: {status}");
+    assert!(
+        status.success(),
+        "QEMU should exit 0 on power-off: {status}"
+    );
 }
 
 #[test]
@@ -176,7 +179,11 @@ fn initrd_with_config(image: &Path, name: &str, config: &str) -> PathBuf {
     let mut bytes = std::fs::read(image.join("initramfs.img")).expect("read initramfs");
     let mut extra = CpioWriter::new(Vec::new());
     extra
-        .entry("etc/berth/host.toml", 0o644, &EntryKind::File(config.as_bytes()))
+        .entry(
+            "etc/berth/host.toml",
+            0o644,
+            &EntryKind::File(config.as_bytes()),
+        )
         .expect("cpio entry");
     bytes.extend(extra.finish().expect("cpio trailer"));
     let path = images_dir().join(format!("{name}.initramfs.img"));

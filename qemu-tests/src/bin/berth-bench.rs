@@ -96,9 +96,7 @@ fn run() -> Result<(), String> {
     if let Some(native) = &native {
         println!(
             "{:<44} {:>9.2} ms {:>12}",
-            "  PID 1's own work, native (pidns, no modules)",
-            native,
-            "-"
+            "  PID 1's own work, native (pidns, no modules)", native, "-"
         );
     }
     println!(
@@ -142,9 +140,14 @@ fn write_floor_initrd(floor: &Path, out: &Path) -> Result<(), String> {
     let mut w = CpioWriter::new(Vec::new());
     let io = |e: std::io::Error| e.to_string();
     w.entry("dev", 0o755, &EntryKind::Dir).map_err(io)?;
-    w.entry("dev/console", 0o600, &EntryKind::CharDevice { major: 5, minor: 1 })
+    w.entry(
+        "dev/console",
+        0o600,
+        &EntryKind::CharDevice { major: 5, minor: 1 },
+    )
+    .map_err(io)?;
+    w.entry("init", 0o755, &EntryKind::File(&binary))
         .map_err(io)?;
-    w.entry("init", 0o755, &EntryKind::File(&binary)).map_err(io)?;
     let bytes = w.finish().map_err(io)?;
     std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))
 }
