@@ -16,7 +16,7 @@ pub const WORKSPACE_INIT: &str = "target/x86_64-unknown-linux-gnu/release/berth-
 /// Why the init binary cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum InitBinaryError {
-    #[error("no init binary found; looked at: {}. Build it with `cargo build --release -p berth-init --target x86_64-unknown-linux-gnu`, or pass --init PATH", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no init binary found; looked at: {}. Build the static PID 1 with `make init`, or pass --init PATH", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound { looked: Vec<PathBuf> },
     #[error("cannot read init binary {path}: {source}")]
     Read {

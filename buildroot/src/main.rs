@@ -50,7 +50,7 @@ kernel.modules names, common virtual-hardware drivers, and their dependencies.
 The same inputs always give byte-identical outputs.
 
 Examples:
-  cargo build --release -p berth-init --target x86_64-unknown-linux-gnu
+  make init                           # the static PID 1, as the image needs it
   berth build host.toml -o out/
   berth build host.toml -o out/ --init ./my-init --kernel-deb linux-image.deb"
     )]

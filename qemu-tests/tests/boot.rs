@@ -71,7 +71,16 @@ fn standard_image() -> &'static Path {
 }
 
 fn boot(image: &Path, initrd: &Path, kernel_args: &[&str]) -> Vm {
-    Qemu::new(image.join("vmlinuz"))
+    boot_with(image, initrd, kernel_args, |q| q)
+}
+
+fn boot_with(
+    image: &Path,
+    initrd: &Path,
+    kernel_args: &[&str],
+    customise: impl FnOnce(Qemu) -> Qemu,
+) -> Vm {
+    customise(Qemu::new(image.join("vmlinuz")))
         .initrd(initrd)
         .kernel_args(kernel_args.iter().copied())
         // A kernel panic (PID 1 dying) ends QEMU at once instead of hanging the test.
@@ -88,7 +97,9 @@ fn boots_to_ready_with_config_hostname_and_module() {
         return;
     }
     let image = standard_image();
-    let vm = boot(image, &image.join("initramfs.img"), &[]);
+    // A virtio NIC makes coldplug work in two passes: the PCI transport's driver first,
+    // then the driver of the virtio device it reveals.
+    let vm = boot_with(image, &image.join("initramfs.img"), &[], |q| q.user_net());
     // Waits follow console order. The hostname is what the kernel holds, read back by
     // PID 1 after setting it.
     vm.wait_for("berth: hostname: qemu-test", BOOT).unwrap();
@@ -103,6 +114,13 @@ fn boots_to_ready_with_config_hostname_and_module() {
     assert!(names.contains(&"dummy"), "dummy not loaded: {modules}");
     // PID 1 loads the power button driver for itself.
     assert!(names.contains(&"button"), "button not loaded: {modules}");
+    // Coldplug: drivers for the devices present, none of them configured.
+    for driver in ["virtio_pci", "virtio_net", "pvpanic_mmio"] {
+        assert!(
+            names.contains(&driver),
+            "coldplug missed {driver}: {modules}"
+        );
+    }
     vm.wait_for("berth: ready", STEP).unwrap();
     assert!(!vm.console().contains("berth: error"), "errors during boot");
 }
