@@ -564,4 +564,38 @@ mod tests {
         assert!(o.hostname.is_none());
         assert_eq!(o.warnings.len(), 1);
     }
+
+    /// PID 1 parses these on every boot: no input may panic the parser. A cheap,
+    /// deterministic stand-in for a fuzzer: byte flips, insertions and truncations of
+    /// valid inputs.
+    #[test]
+    fn mutated_inputs_never_panic() {
+        let config = "version = 1\nhostname = \"a-b.c\"\n[kernel]\nmodules = [\"dummy\", \"veth\"]\n[shutdown]\ntimeout = \"10s\"\n";
+        let cmdline = "console=ttyS0 berth.hostname=\"x y\" berth.modules=a,b,,c berth.z=1";
+        let alphabet = b"\"'[]{}=.,\\\n #\0\xff0123456789abcdefghijklmnopqrstuvwxyz-_";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for base in [config, cmdline] {
+            for _ in 0..10_000 {
+                let mut bytes = base.as_bytes().to_vec();
+                for _ in 0..(next() % 4 + 1) {
+                    let at = (next() as usize) % (bytes.len() + 1);
+                    let c = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 if at < bytes.len() => bytes[at] = c,
+                        1 => bytes.insert(at, c),
+                        _ => bytes.truncate(at),
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let _ = HostConfig::parse(&text, Path::new("fuzz.toml"));
+                let _ = CmdlineOverrides::parse(&text);
+            }
+        }
+    }
 }
