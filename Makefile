@@ -22,7 +22,7 @@ export BERTH_INIT := $(abspath $(INIT))
 CARGO_HOME ?= $(HOME)/.cargo
 INIT_RUSTFLAGS := -C target-feature=+crt-static --remap-path-prefix=$(CURDIR)=/berth --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: all deps init floor-init berth demo-image demo test lint unit-tests host-tests qemu-tests bench clean
+.PHONY: all deps init floor-init berth kernel demo-image demo test lint unit-tests host-tests qemu-tests bench clean
 
 all: init berth
 
@@ -44,11 +44,17 @@ berth:
 	$(CARGO) build --release --locked -p berth-buildroot --bin berth
 
 demo-image: deps init berth
+	$(BERTH) kernel fetch || { apt-get update -qq && $(BERTH) kernel fetch; }
 	$(BERTH) build examples/demo.toml -o $(DEMO_DIR) --init $(INIT)
 
 demo: demo-image
 	@echo "booting the demo host; power it off with 'ctrl-a x' (quit QEMU)"
 	$(BERTH) boot $(DEMO_DIR)
+
+# The pinned kernel, fetched into the cache up front; a stale apt list is refreshed once.
+BERTH_DEBUG := $(CARGO) run --locked -q -p berth-buildroot --bin berth --
+kernel:
+	$(BERTH_DEBUG) kernel fetch || { apt-get update -qq && $(BERTH_DEBUG) kernel fetch; }
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -56,7 +62,7 @@ lint:
 
 # Every tier: unit tests, root host tests and QEMU tests. The BERTH_REQUIRE_* switches
 # turn "skipping: not root / no qemu" into failures, so nothing is skipped silently here.
-test: deps init lint
+test: deps init kernel lint
 	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 $(CARGO) test --locked --workspace
 
 # The floor: a trivial static /init that only powers off, booted on the same kernel.
