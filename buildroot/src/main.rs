@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
   berth build host.toml -o out/       build out/vmlinuz, out/initramfs.img, out/manifest.json
   berth boot out/                     boot it in QEMU, serial console on this terminal
   berth kernel show                   print the pinned kernel package
+  berth image import busybox.oci.tar --name busybox:latest   import an OCI or docker-archive image
 
 Environment:
   BERTH_CACHE     cache directory (default $XDG_CACHE_HOME/berth or ~/.cache/berth)
@@ -103,6 +104,8 @@ Examples:
     /// The pinned kernel package.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Manage an image store: import OCI and docker-archive images, inspect, mount, gc.
+    Image(berth_imagefs::cli::ImageArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,7 +131,7 @@ fn main() -> ExitCode {
     };
     berth_buildroot::logger::init(level);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("berth: error: {message}");
             ExitCode::FAILURE
@@ -136,8 +139,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), String> {
+fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        // The image commands print their own errors and choose their exit codes.
+        Command::Image(args) => Ok(berth_imagefs::cli::run(args)),
         Command::Build {
             config,
             output,
@@ -162,7 +167,7 @@ fn run(command: Command) -> Result<(), String> {
                 report.modules.len(),
                 output.display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Boot {
             dir,
@@ -179,12 +184,13 @@ fn run(command: Command) -> Result<(), String> {
             qemu,
             extra,
         })
+        .map(|()| ExitCode::SUCCESS)
         .map_err(|e| e.to_string()),
         Command::Kernel(KernelCommand::Fetch) => {
             let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
             let path = kernel::fetch(&cache, &PIN).map_err(|e| e.to_string())?;
             println!("{}", path.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Kernel(KernelCommand::Show) => {
             println!("package  {}", PIN.package);
@@ -204,7 +210,7 @@ fn run(command: Command) -> Result<(), String> {
                 }
                 Err(e) => println!("cache    ({e})"),
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,1 +1,58 @@
-//! placeholder
+//! berth's image store: content-addressed blobs, layers unpacked once per
+//! `diff_id`, refs, OCI and docker-archive import, overlay mounts, and the
+//! `berth image` commands.
+//!
+//! # Layout on disk
+//!
+//! ```text
+//! <store>/                       /var/lib/berth by default
+//! ├── lock                       flock: shared by imports, exclusive by gc
+//! ├── refs.lock                  flock: serialises updates of refs.json
+//! ├── refs.json                  {"name:tag": "sha256:<manifest>"}, replaced atomically
+//! ├── blobs/
+//! │   └── sha256/<hex>           manifests, configs and layer blobs as shipped
+//! ├── layers/
+//! │   └── <diff_id hex>/
+//! │       ├── diff/              the unpacked layer in overlayfs lowerdir form
+//! │       └── link               its short id (10 base32 characters)
+//! ├── l/<id> -> ../layers/<diff_id hex>/diff
+//! │                              short names that keep overlay options in one page
+//! ├── holds/<name>               a manifest digest in use by a mount or container
+//! ├── empty/                     filler lowerdir for one-layer read-only mounts
+//! └── tmp/                       staging: blob-*, layer-*, verify-*, trash-*;
+//!                                emptied on open when no other process is using the store
+//! ```
+//!
+//! Names in `blobs/` and `layers/` come only from [`Digest`], whose parser
+//! admits nothing but `sha256:` and 64 lowercase hex characters.
+//!
+//! # Modules
+//! - [`digest`]: the strict digest type and hashing readers/writers.
+//! - [`mod@reference`]: `name[:tag]` parsing.
+//! - [`oci`]: OCI/Docker JSON documents, size limits, ambiguity checks.
+//! - [`layer`]: applying a layer tar relative to a directory fd.
+//! - [`store`]: the layout above, locks, atomic commits, refs, holds, gc.
+//! - [`mod@import`]: OCI layout (dir or tar) and docker-archive import.
+//! - [`mount`]: overlay mount plans and mounting.
+//! - [`verify`]: re-hashing blobs and re-checking unpacked layers.
+//! - [`info`]: what `ls` and `inspect` show.
+//! - [`cli`]: `berth image …` as a clap subcommand.
+//! - `sys`: the only `unsafe` code, thin syscall wrappers.
+
+pub mod cli;
+pub mod digest;
+pub mod import;
+pub mod info;
+pub mod layer;
+pub mod mount;
+pub mod oci;
+pub mod reference;
+pub mod store;
+mod sys;
+pub mod verify;
+
+pub use digest::Digest;
+pub use import::{import, Event, ImportError, ImportOptions, ImportReport};
+pub use layer::{apply_layer, LayerError, Limits};
+pub use reference::Reference;
+pub use store::{Store, StoreError};

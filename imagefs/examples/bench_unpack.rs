@@ -1,0 +1,141 @@
+//! Unpack throughput against GNU `tar -x`, side by side in one run.
+//!
+//! ```text
+//! cargo run --release -p berth-imagefs --example bench_unpack -- [MiB] [files]
+//! ```
+//!
+//! Builds a layer of many files (default 256 MiB in 2,000 files plus 20,000
+//! small ones), writes it plain, gzip and zstd, then for each: GNU tar
+//! extracts it (`tar -x`, `tar -xzf`, `tar --zstd -xf`) and berth applies
+//! it (`apply_layer`, which also sha256-hashes the stream for the diff_id), each
+//! into a fresh directory, with the page cache warm and a `sync` before
+//! every run; best of three each. Prints MB/s and berth/tar ratios. (The
+//! 64-layer overlay mount time is measured by the root test
+//! `real_tools::mount_64_and_128_layers`.)
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_imagefs::layer::{apply_layer, Limits};
+
+fn build_tar(mib: usize, files: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let per = (mib << 20) / files;
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    // half-compressible content: runs of random bytes and repeats
+    let mut content = vec![0u8; per];
+    for d in 0..files / 100 + 1 {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, format!("d{d}/"), &[][..]).unwrap();
+    }
+    for i in 0..files {
+        for chunk in content.chunks_mut(64) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let v = seed.to_le_bytes();
+            for (j, c) in chunk.iter_mut().enumerate() {
+                *c = if j < 24 {
+                    v[j % 8]
+                } else {
+                    b'a' + (j % 7) as u8
+                };
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(per as u64);
+        b.append_data(&mut h, format!("d{}/f{i}", i / 100), content.as_slice())
+            .unwrap();
+    }
+    for i in 0..20_000 {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(100);
+        b.append_data(
+            &mut h,
+            format!("d{}/small{i}", i % (files / 100 + 1)),
+            &[b'x'; 100][..],
+        )
+        .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn sync() {
+    Command::new("sync").status().unwrap();
+}
+
+fn time_tar(archive: &Path, flags: &[&str], dest: &Path) -> Duration {
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest).unwrap();
+    sync();
+    let start = Instant::now();
+    let st = Command::new("tar")
+        .args(flags)
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .unwrap();
+    let d = start.elapsed();
+    assert!(st.success());
+    d
+}
+
+fn time_berth(archive: &Path, dest: &Path) -> Duration {
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest).unwrap();
+    sync();
+    let start = Instant::now();
+    let f = std::io::BufReader::with_capacity(256 << 10, fs::File::open(archive).unwrap());
+    let root = OwnedFd::from(fs::File::open(dest).unwrap());
+    apply_layer(f, root.as_fd(), &Limits::default(), &mut |_| {}).unwrap();
+    start.elapsed()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let files: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let d = dir.path();
+    let tar = build_tar(mib, files);
+    let mb = tar.len() as f64 / 1e6;
+    fs::write(d.join("l.tar"), &tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    fs::write(d.join("l.tar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(d.join("l.tar.zst"), zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+    println!(
+        "layer: {mb:.0} MB uncompressed, {} entries",
+        files + 20_000 + files / 100 + 1
+    );
+    println!(
+        "{:<6} {:>10} {:>10} {:>7}",
+        "format", "tar MB/s", "berth MB/s", "ratio"
+    );
+    for (name, file, flags) in [
+        ("plain", "l.tar", vec!["-xf"]),
+        ("gzip", "l.tar.gz", vec!["-xzf"]),
+        ("zstd", "l.tar.zst", vec!["--zstd", "-xf"]),
+    ] {
+        let a = d.join(file);
+        // warm the cache and take the best of three for each
+        let mut t = Duration::MAX;
+        let mut b = Duration::MAX;
+        for _ in 0..3 {
+            t = t.min(time_tar(&a, &flags, &d.join("out-tar")));
+            b = b.min(time_berth(&a, &d.join("out-berth")));
+        }
+        let (tr, br) = (mb / t.as_secs_f64(), mb / b.as_secs_f64());
+        println!("{name:<6} {tr:>10.0} {br:>10.0} {:>6.2}x", br / tr);
+    }
+}

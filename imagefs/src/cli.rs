@@ -1,0 +1,416 @@
+//! `berth image …`: the commands over the store, as a clap subcommand the
+//! `berth` tool mounts with `#[command(flatten)]` or as a subcommand's args.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::import::{self, Event, ImportOptions};
+use crate::info::{self, ImageInfo};
+use crate::mount;
+use crate::oci::Platform;
+use crate::reference::Reference;
+use crate::store::Store;
+use crate::verify::{self, VerifyReport};
+
+/// Manage images in the store.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The store directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/berth"
+    )]
+    pub store: PathBuf,
+    /// Print JSON for scripts instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout (directory or tar) or a docker-archive tar.
+    Import {
+        /// The image to import.
+        path: PathBuf,
+        /// Name it NAME or NAME:TAG (default: from the image, else the file name).
+        #[arg(long, value_name = "NAME:TAG")]
+        name: Option<Reference>,
+        /// Platform to take from a multi-platform image (default linux/amd64).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
+        /// Pick one of several images in the archive by its ref name or repo tag.
+        #[arg(long, value_name = "NAME")]
+        select: Option<String>,
+    },
+    /// List images.
+    Ls,
+    /// Show an image's config and layers.
+    Inspect {
+        /// NAME, NAME:TAG or digest.
+        reference: String,
+    },
+    /// Remove an image's name (its data goes at the next gc).
+    Rm {
+        /// NAME or NAME:TAG.
+        reference: String,
+    },
+    /// Delete blobs and layers no image or mount uses.
+    Gc,
+    /// Re-hash blobs and re-check unpacked layers; damaged parts are removed
+    /// so that importing the image again repairs it.
+    Verify {
+        /// One image (default: all).
+        reference: Option<String>,
+    },
+    /// Mount an image read-only at DIR, for looking inside.
+    Mount {
+        /// NAME, NAME:TAG or digest.
+        reference: String,
+        /// An existing directory.
+        dir: PathBuf,
+    },
+    /// Unmount what `mount` mounted.
+    Umount {
+        /// The mount point.
+        dir: PathBuf,
+    },
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).ok_or_else(|| format!("{s:?} is not OS/ARCH[/VARIANT]"))
+}
+
+/// Run a `berth image` command; errors are printed with their causes.
+pub fn run(args: ImageArgs) -> ExitCode {
+    match run_inner(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            if args.json {
+                println!("{}", serde_json::json!({ "error": msg }));
+            } else {
+                eprintln!("berth image: {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error>;
+
+fn json_out(v: &impl serde::Serialize) -> Result<(), AnyError> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
+    let store = Store::open(&args.store)?;
+    match &args.command {
+        ImageCommand::Import {
+            path,
+            name,
+            platform,
+            select,
+        } => {
+            let opts = ImportOptions {
+                name: name.clone(),
+                platform: platform.clone(),
+                select: select.clone(),
+                ..Default::default()
+            };
+            let mut progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+            let rep = import::import(&store, path, &opts, &mut |e| progress.event(e));
+            progress.finish();
+            let rep = rep?;
+            if args.json {
+                json_out(&rep)?;
+            } else {
+                println!(
+                    "imported {} ({}): {} layer{}, {} unpacked, {} already present",
+                    rep.name,
+                    rep.manifest.short(),
+                    rep.layers,
+                    if rep.layers == 1 { "" } else { "s" },
+                    rep.layers_unpacked,
+                    rep.layers - rep.layers_unpacked
+                );
+                if let Some(old) = rep.replaced {
+                    println!(
+                        "{} previously named {}; run `berth image gc` to free it",
+                        rep.name,
+                        old.short()
+                    );
+                }
+            }
+        }
+        ImageCommand::Ls => {
+            let images = info::list(&store)?;
+            if args.json {
+                json_out(&images)?;
+            } else if images.is_empty() {
+                println!("no images");
+            } else {
+                println!(
+                    "{:<40} {:<12} {:>6} {:>10}  PLATFORM",
+                    "NAME", "ID", "LAYERS", "SIZE"
+                );
+                for i in &images {
+                    for n in &i.names {
+                        println!(
+                            "{:<40} {:<12} {:>6} {:>10}  {}",
+                            n,
+                            i.manifest.short(),
+                            i.layers.len(),
+                            human(i.size),
+                            i.platform
+                        );
+                    }
+                }
+            }
+        }
+        ImageCommand::Inspect { reference } => {
+            let (name, d) = store.resolve(reference)?;
+            let names = names_for(&store, &d, name)?;
+            let i = info::describe(&store, &d, names)?;
+            if args.json {
+                json_out(&i)?;
+            } else {
+                print_inspect(&i);
+            }
+        }
+        ImageCommand::Rm { reference } => {
+            let r = Reference::parse(reference)?;
+            let d = store.remove_ref(&r)?;
+            if args.json {
+                json_out(&serde_json::json!({ "removed": r.to_string(), "manifest": d }))?;
+            } else {
+                println!(
+                    "removed {r} ({}); run `berth image gc` to free its data",
+                    d.short()
+                );
+            }
+        }
+        ImageCommand::Gc => {
+            let rep = store.gc()?;
+            if args.json {
+                json_out(&rep)?;
+            } else {
+                println!(
+                    "removed {} blobs and {} layers, freed {} of blobs",
+                    rep.blobs_removed,
+                    rep.layers_removed,
+                    human(rep.bytes_freed)
+                );
+            }
+        }
+        ImageCommand::Verify { reference } => {
+            let targets: Vec<(String, crate::Digest)> = match reference {
+                Some(r) => {
+                    let (n, d) = store.resolve(r)?;
+                    vec![(n.unwrap_or_else(|| d.to_string()), d)]
+                }
+                None => store.refs()?.into_iter().collect(),
+            };
+            let mut rep = VerifyReport::default();
+            for (name, d) in &targets {
+                let before = rep.problems.len();
+                verify::verify_image(&store, d, &mut rep)?;
+                if !args.json {
+                    if rep.problems.len() == before {
+                        println!("{name}: ok");
+                    } else {
+                        println!("{name}: DAMAGED");
+                        for p in &rep.problems[before..] {
+                            println!("  {} {}: {}", p.kind, p.digest.short(), p.detail);
+                        }
+                    }
+                }
+            }
+            if args.json {
+                json_out(&rep)?;
+            } else if !rep.problems.is_empty() {
+                println!("damaged parts were removed; import the image again to repair it");
+            } else {
+                println!(
+                    "{} blobs and {} layers verified",
+                    rep.blobs_checked, rep.layers_checked
+                );
+            }
+            if !rep.problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ImageCommand::Mount { reference, dir } => {
+            let (name, d) = store.resolve(reference)?;
+            mount::mount_image(&store, &d, dir, None)?;
+            if args.json {
+                json_out(&serde_json::json!({ "mounted": dir, "manifest": d }))?;
+            } else {
+                println!(
+                    "mounted {} read-only at {}",
+                    name.unwrap_or_else(|| d.to_string()),
+                    dir.display()
+                );
+            }
+        }
+        ImageCommand::Umount { dir } => {
+            mount::umount_image(&store, dir)?;
+            if args.json {
+                json_out(&serde_json::json!({ "unmounted": dir }))?;
+            } else {
+                println!("unmounted {}", dir.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn names_for(
+    store: &Store,
+    d: &crate::Digest,
+    name: Option<String>,
+) -> Result<Vec<String>, AnyError> {
+    let mut names: Vec<String> = store
+        .refs()?
+        .into_iter()
+        .filter(|(_, v)| v == d)
+        .map(|(k, _)| k)
+        .collect();
+    if let Some(n) = name {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    Ok(names)
+}
+
+fn print_inspect(i: &ImageInfo) {
+    let list = |v: &Option<Vec<String>>| v.as_ref().map_or("-".to_string(), |v| format!("{v:?}"));
+    println!(
+        "names:        {}",
+        if i.names.is_empty() {
+            "-".into()
+        } else {
+            i.names.join(", ")
+        }
+    );
+    println!("manifest:     {}", i.manifest);
+    println!("config:       {}", i.config);
+    println!("platform:     {}", i.platform);
+    println!("created:      {}", i.created.as_deref().unwrap_or("-"));
+    println!("entrypoint:   {}", list(&i.entrypoint));
+    println!("cmd:          {}", list(&i.cmd));
+    println!("workdir:      {}", i.working_dir.as_deref().unwrap_or("-"));
+    println!("user:         {}", i.user.as_deref().unwrap_or("-"));
+    println!(
+        "ports:        {}",
+        if i.exposed_ports.is_empty() {
+            "-".into()
+        } else {
+            i.exposed_ports.join(", ")
+        }
+    );
+    println!("env:");
+    for e in &i.env {
+        println!("  {e}");
+    }
+    println!("layers:       {} ({})", i.layers.len(), human(i.size));
+    for (n, l) in i.layers.iter().enumerate() {
+        println!(
+            "  {n:>3}  {}  {:>10}  diff {}{}",
+            l.digest.short(),
+            human(l.size),
+            l.diff_id.short(),
+            if l.unpacked { "" } else { "  (not unpacked)" }
+        );
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// One status line on a terminal, rewritten in place.
+struct Progress {
+    on: bool,
+    layers: usize,
+    dirty: bool,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        Progress {
+            on,
+            layers: 0,
+            dirty: false,
+        }
+    }
+
+    fn line(&mut self, s: String) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{s}");
+        let _ = err.flush();
+        self.dirty = true;
+    }
+
+    fn event(&mut self, e: &Event) {
+        if !self.on {
+            return;
+        }
+        let n = self.layers;
+        match e {
+            Event::Resolved { layers, bytes } => {
+                self.layers = *layers;
+                self.line(format!("importing {layers} layers ({})", human(*bytes)));
+            }
+            Event::BlobProgress { index, done, total } => self.line(format!(
+                "[{}/{n}] copying {} / {}",
+                index + 1,
+                human(*done),
+                human(*total)
+            )),
+            Event::LayerProgress { index, done } => {
+                self.line(format!("[{}/{n}] unpacking {}", index + 1, human(*done)))
+            }
+            Event::LayerUnpacked { index, stats, .. } => self.line(format!(
+                "[{}/{n}] unpacked {} entries, {}",
+                index + 1,
+                stats.entries,
+                human(stats.tar_bytes)
+            )),
+            Event::LayerPresent { index, .. } => {
+                self.line(format!("[{}/{n}] already present", index + 1))
+            }
+            Event::BlobStored { .. } | Event::ImageStored { .. } | Event::RefWritten { .. } => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.dirty {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

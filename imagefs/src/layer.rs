@@ -1,0 +1,1007 @@
+//! Applying one layer tar to an empty directory, in overlayfs lowerdir form.
+//!
+//! The stream may be gzip, zstd or plain; the format is found from its
+//! first bytes. A second thread decompresses, hashes (the `diff_id`) and
+//! counts bytes against the budget while this one creates files, so
+//! neither decompression nor sha256 adds to the unpack time. Every entry is created relative to the layer's directory
+//! fd: the parent is resolved with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`, so `..`, absolute paths and symlinks (however
+//! they point) resolve inside the layer, and the final component is made
+//! with an `*at()` call that never follows a symlink. Paths are also
+//! cleaned lexically first (as containerd does), but safety does not rest
+//! on that.
+//!
+//! Whiteouts follow the OCI image-spec and overlayfs: `.wh.NAME` becomes a
+//! 0:0 character device named NAME, `.wh..wh..opq` sets
+//! `trusted.overlay.opaque=y` on its directory, other `.wh..wh.` names
+//! (AUFS bookkeeping) are skipped as Docker skips them. Device nodes and
+//! FIFOs are created as Docker creates them when running as root, and
+//! skipped when not permitted (as Docker does in a user namespace); the
+//! store mounts images `nodev`, so a device node in an image never opens a
+//! host device. tar has no socket type, so there is nothing to do for them.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use crate::digest::{Digest, Hasher};
+use crate::sys;
+
+/// Stops for hostile layers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes of decompressed tar stream, and separately most bytes of
+    /// file content written (sparse files count at their full size).
+    pub max_bytes: u64,
+    /// Most tar entries.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 64 << 30,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// What applying a layer produced.
+#[derive(Debug, Clone)]
+pub struct LayerStats {
+    /// sha256 of the whole decompressed stream: the layer's diff_id.
+    pub diff_id: Digest,
+    /// Decompressed bytes read.
+    pub tar_bytes: u64,
+    pub entries: u64,
+    /// Device/FIFO entries not created for lack of privilege.
+    pub skipped_nodes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer is compressed with {0}, which is not supported (gzip, zstd or plain tar only)")]
+    UnsupportedCompression(&'static str),
+    #[error("starting {format} decompression")]
+    Decompress {
+        format: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the layer tar")]
+    Read(#[source] io::Error),
+    #[error("layer exceeds the budget of {limit} {what}")]
+    Budget { what: &'static str, limit: u64 },
+    #[error("{path}: {reason}")]
+    BadEntry { path: String, reason: String },
+    #[error("{path}: creating parent directories")]
+    Parent {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: removing the existing entry")]
+    Remove {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: creating")]
+    Create {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: writing content")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: linking to {target}")]
+    Link {
+        path: String,
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: setting owner")]
+    Owner {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: setting mode")]
+    Mode {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: setting xattr {name}")]
+    Xattr {
+        path: String,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: setting mtime")]
+    Mtime {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("uncompressed layer is {actual}, but the image says {expected}")]
+    DiffIdMismatch { expected: Digest, actual: Digest },
+}
+
+/// Compression detected from the first bytes of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Sniff the compression of a buffered stream without consuming it.
+pub fn detect(r: &mut impl BufRead) -> Result<Compression, LayerError> {
+    let head = r.fill_buf().map_err(LayerError::Read)?;
+    Ok(match head {
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        [b'B', b'Z', b'h', ..] => return Err(LayerError::UnsupportedCompression("bzip2")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
+            return Err(LayerError::UnsupportedCompression("xz"))
+        }
+        _ => Compression::None,
+    })
+}
+
+/// Open a decompressing reader over a (possibly compressed) tar stream.
+pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<(Compression, Box<dyn Read + 'a>), LayerError> {
+    let mut buf = BufReader::with_capacity(256 << 10, r);
+    let c = detect(&mut buf)?;
+    let out: Box<dyn Read + 'a> = match c {
+        Compression::None => Box::new(buf),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(
+            |source| LayerError::Decompress {
+                format: "zstd",
+                source,
+            },
+        )?),
+    };
+    Ok((c, out))
+}
+
+/// Size of the chunks the decompressing thread hands over.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight between the threads.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// The reading half of the pipeline: decompress, count against the
+/// budget and hash, then hand chunks to the applying thread. Hashing and
+/// decompression thus overlap the filesystem work (which is where
+/// unpacking spends its time) instead of adding to it.
+fn produce(
+    src: impl Read,
+    limit: u64,
+    tripped: &AtomicBool,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Result<Hasher, LayerError> {
+    let (_, mut plain) = decompress(src)?;
+    let mut hasher = Hasher::new();
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = match plain.read(&mut buf) {
+            Ok(0) => return Ok(hasher),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return Ok(hasher);
+            }
+        };
+        buf.truncate(n);
+        hasher.update(&buf);
+        if hasher.len() > limit {
+            tripped.store(true, Ordering::Relaxed);
+            let _ = tx.send(Err(io::Error::other("decompressed size budget exceeded")));
+            return Ok(hasher);
+        }
+        if tx.send(Ok(buf)).is_err() {
+            return Ok(hasher); // the applier stopped
+        }
+    }
+}
+
+/// The applying half: a `Read` over the chunks.
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Apply a layer stream (compressed or not) onto `root`, an empty directory.
+/// `progress` is called with the decompressed byte count as it grows.
+///
+/// On error the directory is left partly filled; the caller (the store)
+/// unpacks into staging and removes it.
+pub fn apply_layer(
+    src: impl Read + Send,
+    root: BorrowedFd<'_>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<LayerStats, LayerError> {
+    let tripped = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| produce(src, limits.max_bytes, &tripped, tx));
+        let chunks = Chunks {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let applied = apply_stream(chunks, root, limits, &tripped, progress);
+        // If the applier stopped early, dropping its receiver (inside
+        // `applied`'s error path it is already gone) ends the producer.
+        let hashed = producer.join().unwrap_or_else(|_| {
+            Err(LayerError::Read(io::Error::other(
+                "decompression thread panicked",
+            )))
+        });
+        let hasher = hashed?;
+        let (entries, skipped_nodes) = applied?;
+        let tar_bytes = hasher.len();
+        progress(tar_bytes);
+        Ok(LayerStats {
+            diff_id: hasher.finish(),
+            tar_bytes,
+            entries,
+            skipped_nodes,
+        })
+    })
+}
+
+fn apply_stream(
+    chunks: Chunks,
+    root: BorrowedFd<'_>,
+    limits: &Limits,
+    tripped: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, u64), LayerError> {
+    let mut archive = tar::Archive::new(chunks);
+    let mut a = Applier {
+        root,
+        limits: *limits,
+        entries: 0,
+        written: 0,
+        skipped_nodes: 0,
+        dir_times: Vec::new(),
+        privileged: sys::geteuid_is_root(),
+        buf: vec![0u8; 256 << 10],
+    };
+    let budget = || LayerError::Budget {
+        what: "decompressed bytes",
+        limit: limits.max_bytes,
+    };
+    let budget_err = |e: io::Error| {
+        if tripped.load(Ordering::Relaxed) {
+            budget()
+        } else {
+            LayerError::Read(e)
+        }
+    };
+    let mut last_progress = 0u64;
+    {
+        let entries = archive.entries().map_err(budget_err)?;
+        for entry in entries {
+            let mut entry = entry.map_err(budget_err)?;
+            a.entry(&mut entry).map_err(|e| match e {
+                LayerError::Write { .. } | LayerError::Read(_)
+                    if tripped.load(Ordering::Relaxed) =>
+                {
+                    budget()
+                }
+                other => other,
+            })?;
+            let pos = entry.raw_file_position();
+            if pos - last_progress >= 4 << 20 {
+                last_progress = pos;
+                progress(pos);
+            }
+        }
+    }
+    a.finish_dir_times()?;
+    // The diff_id covers the whole stream, including the end-of-archive
+    // blocks and any padding after them that the tar reader did not need:
+    // read to the end so the producer hashes all of it.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(budget_err)?;
+    Ok((a.entries, a.skipped_nodes))
+}
+
+/// A cleaned tar path: components with no `""`, `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanPath(Vec<Vec<u8>>);
+
+impl CleanPath {
+    /// Clean lexically the way containerd does (`filepath.Join("/", p)`):
+    /// leading `/` dropped, `.` dropped, `..` pops and stops at the root.
+    pub fn new(raw: &[u8]) -> CleanPath {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for c in raw.split(|&b| b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    out.pop();
+                }
+                c => out.push(c.to_vec()),
+            }
+        }
+        CleanPath(out)
+    }
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn split_last(&self) -> Option<(&[u8], CleanPath)> {
+        let (last, parent) = self.0.split_last()?;
+        Some((last, CleanPath(parent.to_vec())))
+    }
+    /// The path relative to the root, `.` for the root itself.
+    pub fn to_cstring(&self) -> CString {
+        if self.0.is_empty() {
+            return c".".to_owned();
+        }
+        // Components come from splitting on '/', and a NUL cannot appear in
+        // a tar name we parsed (CString::new below would refuse it).
+        CString::new(self.0.join(&b'/')).unwrap_or_else(|_| c".".to_owned())
+    }
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0.join(&b'/')).into_owned()
+    }
+}
+
+fn cstr(bytes: &[u8], path: &str) -> Result<CString, LayerError> {
+    CString::new(bytes).map_err(|_| LayerError::BadEntry {
+        path: path.into(),
+        reason: "name contains a NUL byte".into(),
+    })
+}
+
+/// Open a directory inside `root`, resolving strictly inside it.
+pub fn open_dir_in_root(root: BorrowedFd<'_>, rel: &CStr) -> io::Result<OwnedFd> {
+    sys::openat2(
+        root,
+        rel,
+        sys::O_RDONLY | sys::O_DIRECTORY,
+        0,
+        sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Remove `name` in `dir`, recursing into directories without following
+/// symlinks.
+pub fn remove_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let st = sys::fstatat(dir, name, true)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let sub = sys::openat(
+            dir,
+            name,
+            sys::O_RDONLY | sys::O_DIRECTORY | sys::O_NOFOLLOW,
+            0,
+        )?;
+        for child in sys::list_dir(sub.as_fd())? {
+            remove_entry(sub.as_fd(), &child)?;
+        }
+        sys::unlinkat(dir, name, true)
+    } else {
+        sys::unlinkat(dir, name, false)
+    }
+}
+
+struct Applier<'a> {
+    root: BorrowedFd<'a>,
+    limits: Limits,
+    entries: u64,
+    written: u64,
+    skipped_nodes: u64,
+    dir_times: Vec<(CleanPath, i64, i64)>,
+    privileged: bool,
+    buf: Vec<u8>,
+}
+
+/// Metadata gathered from the header and PAX records.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+/// xattrs kept from layers: user data, file capabilities and ACLs.
+/// `trusted.*` (overlayfs' own namespace among others) and other
+/// `security.*` labels from an image are dropped.
+fn xattr_allowed(name: &str) -> bool {
+    name.starts_with("user.")
+        || name == "security.capability"
+        || name == "system.posix_acl_access"
+        || name == "system.posix_acl_default"
+}
+
+impl Applier<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(LayerError::Budget {
+                what: "entries",
+                limit: self.limits.max_entries,
+            });
+        }
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::XGlobalHeader) {
+            return Ok(());
+        }
+        let raw_path = entry.path_bytes().into_owned();
+        let path = CleanPath::new(&raw_path);
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let meta = self.meta(entry, &shown)?;
+
+        let Some((name, parent)) = path.split_last() else {
+            // The layer root itself: only a directory may describe it.
+            if kind.is_dir() {
+                let fd = self
+                    .root
+                    .try_clone_to_owned()
+                    .map_err(|source| LayerError::Create {
+                        path: shown.clone(),
+                        source,
+                    })?;
+                self.set_meta_fd(fd.as_fd(), &meta, &shown)?;
+                self.dir_times.push((path, meta.mtime.0, meta.mtime.1));
+                return Ok(());
+            }
+            return Err(LayerError::BadEntry {
+                path: shown,
+                reason: "a non-directory entry names the layer root".into(),
+            });
+        };
+        let name = name.to_vec();
+
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            return self.whiteout(&parent, target, &meta, &shown);
+        }
+
+        let pfd = self.ensure_dir(&parent, &shown)?;
+        let pfd = pfd.as_fd();
+        let cname = cstr(&name, &shown)?;
+
+        // Replace whatever is there unless both old and new are directories.
+        match sys::fstatat(pfd, &cname, true) {
+            Ok(st) => {
+                let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                if !(is_dir && kind.is_dir()) {
+                    remove_entry(pfd, &cname).map_err(|source| LayerError::Remove {
+                        path: shown.clone(),
+                        source,
+                    })?;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(source) => {
+                return Err(LayerError::Create {
+                    path: shown,
+                    source,
+                })
+            }
+        }
+
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                self.regular(entry, pfd, &cname, &meta, &shown)
+            }
+            T::Directory => {
+                match sys::mkdirat(pfd, &cname, 0o700) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(source) => {
+                        return Err(LayerError::Create {
+                            path: shown,
+                            source,
+                        })
+                    }
+                }
+                let fd = sys::openat(
+                    pfd,
+                    &cname,
+                    sys::O_RDONLY | sys::O_DIRECTORY | sys::O_NOFOLLOW,
+                    0,
+                )
+                .map_err(|source| LayerError::Create {
+                    path: shown.clone(),
+                    source,
+                })?;
+                self.set_meta_fd(fd.as_fd(), &meta, &shown)?;
+                self.dir_times
+                    .push((path.clone(), meta.mtime.0, meta.mtime.1));
+                Ok(())
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| LayerError::BadEntry {
+                        path: shown.clone(),
+                        reason: "symlink without a target".into(),
+                    })?;
+                let target = cstr(&target, &shown)?;
+                sys::symlinkat(&target, pfd, &cname).map_err(|source| LayerError::Create {
+                    path: shown.clone(),
+                    source,
+                })?;
+                if self.privileged {
+                    sys::lchownat(pfd, &cname, meta.uid, meta.gid).map_err(|source| {
+                        LayerError::Owner {
+                            path: shown.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                for (k, v) in &meta.xattrs {
+                    match sys::lsetxattrat(pfd, &cname, k, v) {
+                        Ok(()) => {}
+                        // Symlinks cannot carry user.* xattrs; the kernel says so.
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {
+                        }
+                        Err(source) => {
+                            return Err(LayerError::Xattr {
+                                path: shown,
+                                name: k.to_string_lossy().into(),
+                                source,
+                            })
+                        }
+                    }
+                }
+                sys::lutimensat(pfd, &cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
+                    LayerError::Mtime {
+                        path: shown,
+                        source,
+                    }
+                })
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| LayerError::BadEntry {
+                        path: shown.clone(),
+                        reason: "hardlink without a target".into(),
+                    })?;
+                self.hardlink(&target, pfd, &cname, &shown)
+            }
+            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, &cname, &meta, &shown),
+            other => Err(LayerError::BadEntry {
+                path: shown,
+                reason: format!("unsupported tar entry type {:?}", other.as_byte() as char),
+            }),
+        }
+    }
+
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        shown: &str,
+    ) -> Result<Meta, LayerError> {
+        let h = entry.header();
+        let bad = |reason: String| LayerError::BadEntry {
+            path: shown.into(),
+            reason,
+        };
+        // An empty numeric field reads as 0, as Go's archive/tar (Docker,
+        // containerd) reads it; anything else unparsable is an error.
+        let old = h.as_old();
+        let field = |raw: &[u8], v: io::Result<u64>, what: &str| match v {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+            Err(e) => Err(bad(format!("bad {what}: {e}"))),
+        };
+        let mode = field(&old.mode, h.mode().map(u64::from), "mode")? as u32 & 0o7777;
+        let mut uid = field(&old.uid, h.uid(), "uid")?;
+        let mut gid = field(&old.gid, h.gid(), "gid")?;
+        let mut mtime = (h.mtime().unwrap_or(0) as i64, 0i64);
+        let mut xattrs = Vec::new();
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax {
+                let ext = ext.map_err(|e| bad(format!("bad pax record: {e}")))?;
+                let Ok(key) = ext.key() else { continue };
+                match key {
+                    "uid" => {
+                        uid =
+                            parse_num(ext.value_bytes()).ok_or_else(|| bad("bad pax uid".into()))?
+                    }
+                    "gid" => {
+                        gid =
+                            parse_num(ext.value_bytes()).ok_or_else(|| bad("bad pax gid".into()))?
+                    }
+                    "mtime" => {
+                        if let Some(t) = parse_pax_time(ext.value_bytes()) {
+                            mtime = t;
+                        }
+                    }
+                    k => {
+                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                            if xattr_allowed(name) {
+                                xattrs.push((
+                                    cstr(name.as_bytes(), shown)?,
+                                    ext.value_bytes().to_vec(),
+                                ));
+                            } else {
+                                log::debug!("{shown}: dropping xattr {name}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let id = |v: u64, what: &str| {
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v != u32::MAX)
+                .ok_or_else(|| bad(format!("{what} {v} out of range")))
+        };
+        Ok(Meta {
+            mode,
+            uid: id(uid, "uid")?,
+            gid: id(gid, "gid")?,
+            mtime,
+            xattrs,
+        })
+    }
+
+    /// Owner, then mode (chown clears set-id bits), then xattrs.
+    fn set_meta_fd(&self, fd: BorrowedFd<'_>, meta: &Meta, shown: &str) -> Result<(), LayerError> {
+        if self.privileged {
+            sys::fchown(fd, meta.uid, meta.gid).map_err(|source| LayerError::Owner {
+                path: shown.into(),
+                source,
+            })?;
+        }
+        sys::fchmod(fd, meta.mode).map_err(|source| LayerError::Mode {
+            path: shown.into(),
+            source,
+        })?;
+        for (k, v) in &meta.xattrs {
+            match sys::fsetxattr(fd, k, v) {
+                Ok(()) => {}
+                // A filesystem without xattr support loses them, as with Docker.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && !self.privileged => {}
+                Err(source) => {
+                    return Err(LayerError::Xattr {
+                        path: shown.into(),
+                        name: k.to_string_lossy().into(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        let size = entry.size();
+        self.written = self.written.saturating_add(size);
+        if self.written > self.limits.max_bytes {
+            return Err(LayerError::Budget {
+                what: "bytes of file content",
+                limit: self.limits.max_bytes,
+            });
+        }
+        let fd = sys::openat(
+            pfd,
+            name,
+            sys::O_WRONLY | sys::O_CREAT | sys::O_EXCL | sys::O_NOFOLLOW,
+            0o600,
+        )
+        .map_err(|source| LayerError::Create {
+            path: shown.into(),
+            source,
+        })?;
+        let mut file = File::from(fd);
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LayerError::Write {
+                        path: shown.into(),
+                        source,
+                    })
+                }
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|source| LayerError::Write {
+                    path: shown.into(),
+                    source,
+                })?;
+        }
+        self.set_meta_fd(file.as_fd(), meta, shown)?;
+        sys::futimens(file.as_fd(), meta.mtime.0, meta.mtime.1).map_err(|source| {
+            LayerError::Mtime {
+                path: shown.into(),
+                source,
+            }
+        })
+    }
+
+    fn hardlink(
+        &mut self,
+        target: &[u8],
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        let tpath = CleanPath::new(target);
+        let tshown = String::from_utf8_lossy(target).into_owned();
+        let link_err = |source| LayerError::Link {
+            path: shown.into(),
+            target: tshown.clone(),
+            source,
+        };
+        let Some((tname, tparent)) = tpath.split_last() else {
+            return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
+        };
+        // The target's directory is resolved inside the layer like any
+        // other path, and linkat(2) without AT_SYMLINK_FOLLOW never follows
+        // the final component: the link can only name a file of this layer.
+        let tdir = open_dir_in_root(self.root, &tparent.to_cstring()).map_err(link_err)?;
+        let tname = cstr(tname, shown)?;
+        let st = sys::fstatat(tdir.as_fd(), &tname, true).map_err(link_err)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
+        }
+        sys::linkat(tdir.as_fd(), &tname, pfd, name).map_err(link_err)
+    }
+
+    fn node<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        let h = entry.header();
+        let (major, minor) = (
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        );
+        let fmt = match kind {
+            tar::EntryType::Char => libc::S_IFCHR,
+            tar::EntryType::Block => libc::S_IFBLK,
+            _ => libc::S_IFIFO,
+        };
+        let dev = libc::makedev(major, minor);
+        match sys::mknodat(pfd, name, fmt | 0o600, dev) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !self.privileged => {
+                // What Docker does in a user namespace: skip the node.
+                self.skipped_nodes += 1;
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(LayerError::Create {
+                    path: shown.into(),
+                    source,
+                })
+            }
+        }
+        // A node cannot be opened for fchmod without opening the device, so
+        // open it O_PATH and act on it through its own fd.
+        let fd = sys::openat(pfd, name, sys::O_PATH | sys::O_NOFOLLOW, 0).map_err(|source| {
+            LayerError::Create {
+                path: shown.into(),
+                source,
+            }
+        })?;
+        if self.privileged {
+            sys::lchownat(pfd, name, meta.uid, meta.gid).map_err(|source| LayerError::Owner {
+                path: shown.into(),
+                source,
+            })?;
+        }
+        sys::fchmod_path_fd(fd.as_fd(), meta.mode).map_err(|source| LayerError::Mode {
+            path: shown.into(),
+            source,
+        })?;
+        sys::lutimensat(pfd, name, meta.mtime.0, meta.mtime.1).map_err(|source| LayerError::Mtime {
+            path: shown.into(),
+            source,
+        })
+    }
+
+    fn whiteout(
+        &mut self,
+        parent: &CleanPath,
+        target: &[u8],
+        meta: &Meta,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        let bad = |reason: &str| LayerError::BadEntry {
+            path: shown.into(),
+            reason: reason.into(),
+        };
+        if target == b".wh..opq" {
+            let fd = self.ensure_dir(parent, shown)?;
+            let key = c"trusted.overlay.opaque";
+            return sys::fsetxattr(fd.as_fd(), key, b"y").map_err(|source| LayerError::Xattr {
+                path: shown.into(),
+                name: "trusted.overlay.opaque".into(),
+                source,
+            });
+        }
+        if target.starts_with(b".wh.") {
+            // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): Docker skips it.
+            return Ok(());
+        }
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(bad("whiteout names no entry (or the directory itself)"));
+        }
+        let pfd = self.ensure_dir(parent, shown)?;
+        let cname = cstr(target, shown)?;
+        match remove_entry(pfd.as_fd(), &cname) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(source) => {
+                return Err(LayerError::Remove {
+                    path: shown.into(),
+                    source,
+                })
+            }
+        }
+        // overlayfs marks a deleted name with a 0:0 character device. Its
+        // mtime comes from the entry so that re-applying is reproducible.
+        sys::mknodat(pfd.as_fd(), &cname, libc::S_IFCHR, libc::makedev(0, 0)).map_err(
+            |source| LayerError::Create {
+                path: shown.into(),
+                source,
+            },
+        )?;
+        sys::lutimensat(pfd.as_fd(), &cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
+            LayerError::Mtime {
+                path: shown.into(),
+                source,
+            }
+        })
+    }
+
+    /// Open directory `rel` in the layer, creating missing components
+    /// (mode 0755, as Docker does for implied parents).
+    fn ensure_dir(&self, rel: &CleanPath, shown: &str) -> Result<OwnedFd, LayerError> {
+        let err = |source| LayerError::Parent {
+            path: shown.into(),
+            source,
+        };
+        match open_dir_in_root(self.root, &rel.to_cstring()) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let Some((last, parent)) = rel.split_last() else {
+            return Err(err(io::Error::from_raw_os_error(libc::ENOENT)));
+        };
+        let pfd = self.ensure_dir(&parent, shown)?;
+        let clast = cstr(last, shown)?;
+        match sys::mkdirat(pfd.as_fd(), &clast, 0o755) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(err(e)),
+        }
+        // Opened from its parent without following: if the name is a
+        // dangling symlink, mkdirat failed with EEXIST and this fails.
+        sys::openat(
+            pfd.as_fd(),
+            &clast,
+            sys::O_RDONLY | sys::O_DIRECTORY | sys::O_NOFOLLOW,
+            0,
+        )
+        .map_err(err)
+    }
+
+    /// Directory mtimes last: creating children changes them.
+    fn finish_dir_times(&mut self) -> Result<(), LayerError> {
+        for (path, sec, nsec) in self.dir_times.drain(..).rev() {
+            let Ok(fd) = open_dir_in_root(self.root, &path.to_cstring()) else {
+                continue; // replaced or removed later in the layer
+            };
+            sys::futimens(fd.as_fd(), sec, nsec).map_err(|source| LayerError::Mtime {
+                path: path.display(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_num(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// PAX times are decimal seconds with an optional fraction.
+fn parse_pax_time(v: &[u8]) -> Option<(i64, i64)> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+    let sec: i64 = sec.parse().ok()?;
+    let mut nsec: i64 = 0;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nsec += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
+    }
+    if sec < 0 && nsec > 0 {
+        return Some((sec - 1, 1_000_000_000 - nsec));
+    }
+    Some((sec, nsec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_paths() {
+        let c = |s: &str| CleanPath::new(s.as_bytes()).display();
+        assert_eq!(c("/etc/passwd"), "etc/passwd");
+        assert_eq!(c("../../etc/passwd"), "etc/passwd");
+        assert_eq!(c("a/../../b/./c//d"), "b/c/d");
+        assert!(CleanPath::new(b"./").is_root());
+        assert!(CleanPath::new(b"..").is_root());
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time(b"7"), Some((7, 0)));
+        assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    #[test]
+    fn detects_compression() {
+        let mut g = &[0x1fu8, 0x8b, 8, 0][..];
+        assert_eq!(detect(&mut g).unwrap(), Compression::Gzip);
+        let mut z = &[0x28u8, 0xb5, 0x2f, 0xfd, 0][..];
+        assert_eq!(detect(&mut z).unwrap(), Compression::Zstd);
+        let mut p = &b"hello"[..];
+        assert_eq!(detect(&mut p).unwrap(), Compression::None);
+        let mut x = &[0xfdu8, b'7', b'z', b'X', b'Z', 0][..];
+        assert!(detect(&mut x).is_err());
+    }
+}
