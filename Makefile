@@ -2,7 +2,8 @@
 #
 #   make demo    build the berth tool, PID 1 and the demo image, and boot it in QEMU
 #   make test    install what is missing, then run every test tier
-#   make bench   boot-time and size figures beside a trivial /init on the same kernel
+#   make bench   boot-time and size figures beside a trivial /init on the same kernel, and
+#                layer unpack throughput beside GNU tar
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -69,8 +70,9 @@ test: deps init kernel lint
 floor-init:
 	RUSTFLAGS="$(INIT_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p berth-qemu-tests --bin floor-init
 
-bench: deps init floor-init
+bench: deps init floor-init kernel
 	$(CARGO) run --release --locked -p berth-qemu-tests --bin berth-bench
+	$(CARGO) run --release --locked -p berth-imagefs --example bench_unpack
 
 clean:
 	$(CARGO) clean
