@@ -515,9 +515,14 @@ impl Store {
     }
 
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
-        let dir = self.subdir("blobs/sha256")?;
+        self.list_digests("blobs/sha256")
+    }
+
+    /// The digest-named entries of a store directory; other names are ignored.
+    fn list_digests(&self, sub: &str) -> Result<Vec<Digest>> {
+        let dir = self.subdir(sub)?;
         let names = sys::list_dir(dir.as_fd()).map_err(|source| StoreError::Open {
-            path: self.root.join("blobs/sha256"),
+            path: self.root.join(sub),
             source,
         })?;
         Ok(names
@@ -703,15 +708,7 @@ impl Store {
     }
 
     pub fn list_layers(&self) -> Result<Vec<Digest>> {
-        let dir = self.subdir("layers")?;
-        let names = sys::list_dir(dir.as_fd()).map_err(|source| StoreError::Open {
-            path: self.root.join("layers"),
-            source,
-        })?;
-        Ok(names
-            .iter()
-            .filter_map(|n| Digest::from_hex(n.to_str().ok()?).ok())
-            .collect())
+        self.list_digests("layers")
     }
 
     /// Remove a layer (gc, or verify found it altered).

@@ -15,21 +15,6 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Where the berth tool caches kernels: `$BERTH_CACHE`, else
-/// `$XDG_CACHE_HOME/berth`, else `$HOME/.cache/berth`. Empty variables
-/// count as unset; `None` if even `HOME` is unset.
-pub fn kernel_cache_dir() -> Option<PathBuf> {
-    cache_dir_from(|k| std::env::var_os(k))
-}
-
-/// [`kernel_cache_dir`] with the environment passed in.
-pub fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let get = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    get("BERTH_CACHE")
-        .or_else(|| get("XDG_CACHE_HOME").map(|d| d.join("berth")))
-        .or_else(|| get("HOME").map(|h| h.join(".cache").join("berth")))
-}
-
 /// Where console logs go: `$BERTH_QEMU_LOG_DIR`, else `qemu-logs/` in the
 /// cargo target directory (`$CARGO_TARGET_DIR`, else the nearest ancestor
 /// of the running test binary holding cargo's `CACHEDIR.TAG`, else
@@ -136,26 +121,6 @@ mod tests {
                 .find(|(key, _)| *key == k)
                 .map(|(_, v)| OsString::from(v))
         }
-    }
-
-    #[test]
-    fn cache_dir_precedence() {
-        let all = [
-            ("BERTH_CACHE", "/c"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(cache_dir_from(env_of(&all)), Some("/c".into()));
-        assert_eq!(cache_dir_from(env_of(&all[1..])), Some("/x/berth".into()));
-        assert_eq!(
-            cache_dir_from(env_of(&[
-                ("BERTH_CACHE", ""),
-                ("XDG_CACHE_HOME", ""),
-                ("HOME", "/h")
-            ])),
-            Some("/h/.cache/berth".into())
-        );
-        assert_eq!(cache_dir_from(env_of(&[])), None);
     }
 
     #[test]

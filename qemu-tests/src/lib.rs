@@ -9,7 +9,8 @@
 //!   failed test) prints the whole console to stderr first.
 //! - [`console`]: the shared console buffer and expect-style waits.
 //! - [`qmp`]: a small synchronous QMP client.
-//! - [`env`]: [`require_qemu`], [`workspace_root`], [`kernel_cache_dir`].
+//! - [`env`]: [`require_qemu`], [`workspace_root`]. (The kernel cache is
+//!   `berth_buildroot::kernel::cache_dir`.)
 //!
 //! A test:
 //!
@@ -38,7 +39,7 @@ pub mod qmp;
 pub mod vm;
 
 pub use console::WaitError;
-pub use env::{find_qemu, kernel_cache_dir, log_dir, require_qemu, workspace_root};
+pub use env::{find_qemu, log_dir, require_qemu, workspace_root};
 pub use qemu::{Accel, ConfigError, Net, Qemu};
 pub use qmp::QmpError;
 pub use vm::{Vm, VmError};
