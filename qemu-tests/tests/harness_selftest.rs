@@ -68,7 +68,7 @@ fn boots_answers_qmp_and_quits() {
     // QEMU accepts the pvpanic device (this kernel's driver for it is a
     // module, so no GUEST_PANICKED event is expected without an initrd).
     let vm = hanging_guest(&kernel).pvpanic(true).spawn().unwrap();
-    let line = vm.wait_for("Linux version", BOOT).unwrap();
+    let line = vm.wait_for_line("Linux version", BOOT).unwrap();
     assert!(line.contains("Linux version 6."), "{line:?}");
 
     let status = vm.qmp("query-status", None).unwrap();
