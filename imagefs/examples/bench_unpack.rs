@@ -9,7 +9,9 @@
 //! extracts it (`tar -x`, `tar -xzf`, `tar --zstd -xf`) and berth applies
 //! it (`apply_layer`, which also sha256-hashes the stream for the diff_id), each
 //! into a fresh directory, with the page cache warm and a `sync` before
-//! every run; best of three each. Prints MB/s and berth/tar ratios. (The
+//! every run; best of three each. Prints MB/s and berth/tar ratios, and the
+//! decode-only speed of berth's reader for each format. `BERTH_BENCH_DIR`
+//! chooses where to unpack (default /var/tmp). (The
 //! 64-layer overlay mount time is measured by the root test
 //! `real_tools::mount_64_and_128_layers`.)
 
@@ -101,11 +103,29 @@ fn time_berth(archive: &Path, dest: &Path) -> Duration {
     start.elapsed()
 }
 
+/// berth's decompressing reader alone, into nothing: what the decoder costs, apart from
+/// creating files (which is where a whole unpack spends most of its time). Best of three.
+fn time_decode(file: &Path) -> Duration {
+    use std::io::Read;
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let (_, mut r) = berth_imagefs::layer::decompress(fs::File::open(file).unwrap()).unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        while r.read(&mut buf).unwrap() > 0 {}
+        best = best.min(start.elapsed());
+    }
+    best
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let files: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    // Where layers are unpacked: a disk by default; a tmpfs (`BERTH_BENCH_DIR=/dev/shm`)
+    // takes the disk's writeback noise out of the comparison.
+    let base = std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".to_owned());
+    let dir = tempfile::tempdir_in(&base).unwrap();
     let d = dir.path();
     let tar = build_tar(mib, files);
     let mb = tar.len() as f64 / 1e6;
@@ -118,9 +138,10 @@ fn main() {
         "layer: {mb:.0} MB uncompressed, {} entries",
         files + 20_000 + files / 100 + 1
     );
+    println!("unpacking into {base}");
     println!(
-        "{:<6} {:>10} {:>10} {:>7}",
-        "format", "tar MB/s", "berth MB/s", "ratio"
+        "{:<6} {:>10} {:>10} {:>7} {:>16}",
+        "format", "tar MB/s", "berth MB/s", "ratio", "decode-only MB/s"
     );
     for (name, file, flags) in [
         ("plain", "l.tar", vec!["-xf"]),
@@ -136,6 +157,10 @@ fn main() {
             b = b.min(time_berth(&a, &d.join("out-berth")));
         }
         let (tr, br) = (mb / t.as_secs_f64(), mb / b.as_secs_f64());
-        println!("{name:<6} {tr:>10.0} {br:>10.0} {:>6.2}x", br / tr);
+        let decode = mb / time_decode(&a).as_secs_f64();
+        println!(
+            "{name:<6} {tr:>10.0} {br:>10.0} {:>6.2}x {decode:>16.0}",
+            br / tr
+        );
     }
 }

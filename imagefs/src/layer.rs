@@ -301,6 +301,7 @@ fn apply_stream(
         dir_times: Vec::new(),
         privileged: sys::geteuid_is_root(),
         buf: vec![0u8; 256 << 10],
+        parent_cache: None,
     };
     let budget = || LayerError::Budget {
         what: "decompressed bytes",
@@ -430,6 +431,8 @@ struct Applier<'a> {
     dir_times: Vec<(CleanPath, i64, i64)>,
     privileged: bool,
     buf: Vec<u8>,
+    /// The parent directory of the previous entry, by path, and its fd.
+    parent_cache: Option<(CleanPath, OwnedFd)>,
 }
 
 /// Metadata gathered from the header and PAX records.
@@ -491,19 +494,47 @@ impl Applier<'_> {
         let name = name.to_vec();
 
         if let Some(target) = name.strip_prefix(b".wh.") {
+            self.parent_cache = None;
             return self.whiteout(&parent, target, &meta, &shown);
         }
 
-        let pfd = self.ensure_dir(&parent, &shown)?;
-        let pfd = pfd.as_fd();
+        // Consecutive entries of one directory (the usual order in a tar) reuse its fd.
+        // Safe because an entry only ever changes `parent/name` (or empties `parent`),
+        // never `parent` itself or an ancestor; whiteouts, which can remove an ancestor
+        // through another parent, clear the cache above. Even a stale fd could not lose
+        // data or escape: the kernel refuses to create entries in a deleted directory
+        // (ENOENT), so the entry would fail loudly.
+        let parent_fd = match self.parent_cache.take() {
+            Some((cached, fd)) if cached == parent => fd,
+            _ => self.ensure_dir(&parent, &shown)?,
+        };
         let cname = cstr(&name, &shown)?;
+        let created = self.create(entry, kind, parent_fd.as_fd(), &cname, &meta, &shown, &path);
+        self.parent_cache = Some((parent, parent_fd));
+        created
+    }
+
+    /// Creates the entry `cname` in the directory `pfd`, replacing what is there unless
+    /// both old and new are directories.
+    #[allow(clippy::too_many_arguments)]
+    fn create<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        pfd: BorrowedFd<'_>,
+        cname: &CStr,
+        meta: &Meta,
+        shown: &str,
+        path: &CleanPath,
+    ) -> Result<(), LayerError> {
+        let shown = shown.to_owned();
 
         // Replace whatever is there unless both old and new are directories.
-        match sys::fstatat(pfd, &cname, true) {
+        match sys::fstatat(pfd, cname, true) {
             Ok(st) => {
                 let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                 if !(is_dir && kind.is_dir()) {
-                    remove_entry(pfd, &cname).map_err(|source| LayerError::Remove {
+                    remove_entry(pfd, cname).map_err(|source| LayerError::Remove {
                         path: shown.clone(),
                         source,
                     })?;
@@ -521,10 +552,10 @@ impl Applier<'_> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.regular(entry, pfd, &cname, &meta, &shown)
+                self.regular(entry, pfd, cname, meta, &shown)
             }
             T::Directory => {
-                match sys::mkdirat(pfd, &cname, 0o700) {
+                match sys::mkdirat(pfd, cname, 0o700) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(source) => {
@@ -536,7 +567,7 @@ impl Applier<'_> {
                 }
                 let fd = sys::openat(
                     pfd,
-                    &cname,
+                    cname,
                     sys::O_RDONLY | sys::O_DIRECTORY | sys::O_NOFOLLOW,
                     0,
                 )
@@ -544,7 +575,7 @@ impl Applier<'_> {
                     path: shown.clone(),
                     source,
                 })?;
-                self.set_meta_fd(fd.as_fd(), &meta, &shown)?;
+                self.set_meta_fd(fd.as_fd(), meta, &shown)?;
                 self.dir_times
                     .push((path.clone(), meta.mtime.0, meta.mtime.1));
                 Ok(())
@@ -557,12 +588,12 @@ impl Applier<'_> {
                         reason: "symlink without a target".into(),
                     })?;
                 let target = cstr(&target, &shown)?;
-                sys::symlinkat(&target, pfd, &cname).map_err(|source| LayerError::Create {
+                sys::symlinkat(&target, pfd, cname).map_err(|source| LayerError::Create {
                     path: shown.clone(),
                     source,
                 })?;
                 if self.privileged {
-                    sys::lchownat(pfd, &cname, meta.uid, meta.gid).map_err(|source| {
+                    sys::lchownat(pfd, cname, meta.uid, meta.gid).map_err(|source| {
                         LayerError::Owner {
                             path: shown.clone(),
                             source,
@@ -570,7 +601,7 @@ impl Applier<'_> {
                     })?;
                 }
                 for (k, v) in &meta.xattrs {
-                    match sys::lsetxattrat(pfd, &cname, k, v) {
+                    match sys::lsetxattrat(pfd, cname, k, v) {
                         Ok(()) => {}
                         // Symlinks cannot carry user.* xattrs; the kernel says so.
                         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {
@@ -584,7 +615,7 @@ impl Applier<'_> {
                         }
                     }
                 }
-                sys::lutimensat(pfd, &cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
+                sys::lutimensat(pfd, cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
                     LayerError::Mtime {
                         path: shown,
                         source,
@@ -598,9 +629,9 @@ impl Applier<'_> {
                         path: shown.clone(),
                         reason: "hardlink without a target".into(),
                     })?;
-                self.hardlink(&target, pfd, &cname, &shown)
+                self.hardlink(&target, pfd, cname, &shown)
             }
-            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, &cname, &meta, &shown),
+            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, cname, meta, &shown),
             other => Err(LayerError::BadEntry {
                 path: shown,
                 reason: format!("unsupported tar entry type {:?}", other.as_byte() as char),
