@@ -64,7 +64,8 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     log::info!("watching {} power button(s)", buttons.len());
 
     let ready_ms = boot_ms();
-    log::info!("loaded modules: {}", loaded_module_names().join(" "));
+    let loaded: Vec<String> = crate::modules::loaded_modules().into_iter().collect();
+    log::info!("loaded modules: {}", loaded.join(" "));
     match &config_error {
         None => log::info!(
             "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB)",
@@ -148,16 +149,6 @@ fn list_or_none(names: &[String]) -> String {
     } else {
         names.join(" ")
     }
-}
-
-fn loaded_module_names() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/modules").unwrap_or_default();
-    let mut names: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect();
-    names.sort();
-    names
 }
 
 /// PID 1's resident memory. From `smaps_rollup`, which walks the page tables: the

@@ -43,7 +43,12 @@ pub fn init(level: LevelFilter) {
     if let Ok(mut sinks) = LOGGER.sinks.lock() {
         // PID 1's stdout is the console the kernel opened for it; a duplicate keeps it
         // independent of what later code does with fd 1.
-        sinks.console = std::io::stdout().as_fd_dup();
+        use std::os::fd::AsFd;
+        sinks.console = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(File::from);
     }
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
@@ -58,17 +63,6 @@ pub fn attach_kmsg() {
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
     if let Ok(mut sinks) = LOGGER.sinks.lock() {
         sinks.kmsg = kmsg;
-    }
-}
-
-trait DupFd {
-    fn as_fd_dup(&self) -> Option<File>;
-}
-
-impl DupFd for std::io::Stdout {
-    fn as_fd_dup(&self) -> Option<File> {
-        use std::os::fd::AsFd;
-        self.as_fd().try_clone_to_owned().ok().map(File::from)
     }
 }
 

@@ -51,8 +51,8 @@ pub fn running_kernel_dir() -> PathBuf {
     Path::new("/lib/modules").join(release)
 }
 
-/// Names of the modules in `/proc/modules`.
-fn loaded_modules() -> BTreeSet<String> {
+/// Names of the modules in `/proc/modules`, sorted.
+pub fn loaded_modules() -> BTreeSet<String> {
     std::fs::read_to_string("/proc/modules")
         .unwrap_or_default()
         .lines()

@@ -193,8 +193,13 @@ fn ctrl_alt_del_reboots() {
 /// Appends an uncompressed cpio holding `config` as /etc/berth/host.toml to a copy of the
 /// image's initramfs. The kernel unpacks concatenated archives in order, so the later file
 /// wins: the way to give a built image a different config without rebuilding it.
+/// (Asserting the degraded line below also proves the appended config was read.)
 fn initrd_with_config(image: &Path, name: &str, config: &str) -> PathBuf {
     let mut bytes = std::fs::read(image.join("initramfs.img")).expect("read initramfs");
+    // The kernel takes an uncompressed archive only at a 4-byte-aligned offset and skips
+    // zero bytes between archives (init/initramfs.c, unpack_to_rootfs): unaligned, the
+    // appended config would be silently ignored.
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
     let mut extra = CpioWriter::new(Vec::new());
     extra
         .entry(
