@@ -55,8 +55,25 @@ pub fn init(level: LevelFilter) {
     }
 }
 
-/// Starts copying records to `/dev/kmsg`, once devtmpfs is mounted.
+/// The inode of the initial PID namespace's `/proc/self/ns/pid` (`PROC_PID_INIT_INO`,
+/// include/linux/proc_ns.h): fixed, so it tells the machine's init from the init of a
+/// PID namespace (a container, or berth's own host tests).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// Whether this process lives in the initial PID namespace.
+pub fn in_initial_pid_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
+}
+
+/// Starts copying records to `/dev/kmsg`, once devtmpfs and /proc are mounted. Only the
+/// machine's own init does: the kernel log and its sysctl are not namespaced, and the init
+/// of a PID namespace must not write into its host's.
 pub fn attach_kmsg() {
+    if !in_initial_pid_namespace() {
+        log::info!("not the initial PID namespace: logging to the console only");
+        return;
+    }
     // Userspace writes to kmsg are rate limited (10 lines per 5 s) unless this is "on";
     // PID 1's boot log is worth keeping whole.
     let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");

@@ -356,6 +356,8 @@ const CONFIG: &str = "version = 1\nhostname = \"pidns-test\"\n[shutdown]\ntimeou
 
 fn pid1_sigterm_powers_off_in_order() -> TestResult {
     let mut init = NsInit::start(CONFIG)?;
+    // The kernel log and its sysctl are the host's: PID 1 of a namespace leaves them be.
+    init.wait_for("logging to the console only", Duration::from_secs(10))?;
     init.wait_for("hostname: pidns-test", Duration::from_secs(10))?;
     init.wait_for("berth: ready in", Duration::from_secs(10))?;
     // One process that ignores SIGTERM and one that obeys it, both orphaned to PID 1.

@@ -125,6 +125,34 @@ fn boots_to_ready_with_config_hostname_and_module() {
     assert!(!vm.console().contains("berth: error"), "errors during boot");
 }
 
+/// PID 1 copies its log to the kernel log at debug priority. With `loglevel=8` the kernel
+/// echoes debug records to the console in its own format (`[    1.888123] berth: ...`),
+/// which PID 1's direct console lines (`[  1888.1 ms] berth: ...`) never take.
+#[test]
+fn log_reaches_the_kernel_log() {
+    if !require_qemu() {
+        return;
+    }
+    let image = standard_image();
+    let vm = boot(image, &image.join("initramfs.img"), &["loglevel=8"]);
+    vm.wait_for("berth: ready", BOOT).unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let echoed = vm
+            .console()
+            .lines()
+            .any(|l| l.contains("berth: ready in") && !l.contains(" ms] berth:"));
+        if echoed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kernel-log copy of the ready line"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn kernel_command_line_overrides_hostname() {
     if !require_qemu() {
