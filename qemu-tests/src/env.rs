@@ -15,6 +15,20 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// Where `make` puts static binaries for images (`make init`, `make floor-init`).
+pub fn static_target_dir() -> PathBuf {
+    workspace_root().join("target/x86_64-unknown-linux-gnu/release")
+}
+
+/// The static PID 1 that test and bench images are built from: `$BERTH_INIT`, else the
+/// one `make init` builds. May not exist yet; callers say how to build it.
+pub fn static_init() -> PathBuf {
+    std::env::var_os("BERTH_INIT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| static_target_dir().join("berth-init"))
+}
+
 /// Where console logs go: `$BERTH_QEMU_LOG_DIR`, else `qemu-logs/` in the
 /// cargo target directory (`$CARGO_TARGET_DIR`, else the nearest ancestor
 /// of the running test binary holding cargo's `CACHEDIR.TAG`, else

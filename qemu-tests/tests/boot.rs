@@ -33,11 +33,7 @@ fn images_dir() -> PathBuf {
 }
 
 fn static_init() -> PathBuf {
-    let path = std::env::var_os("BERTH_INIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace_root().join("target/x86_64-unknown-linux-gnu/release/berth-init")
-        });
+    let path = berth_qemu_tests::static_init();
     assert!(
         path.exists(),
         "{} is missing: build the static PID 1 with `make init`",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use berth_buildroot::build::{build, BuildOptions};
 use berth_buildroot::cpio::{CpioWriter, EntryKind};
-use berth_qemu_tests::{workspace_root, Qemu};
+use berth_qemu_tests::{static_init, static_target_dir, workspace_root, Qemu};
 
 const RUNS: usize = 3;
 const NATIVE_RUNS: usize = 10;
@@ -29,9 +29,8 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let root = workspace_root();
-    let target = root.join("target/x86_64-unknown-linux-gnu/release");
-    let init = target.join("berth-init");
-    let floor = target.join("floor-init");
+    let init = static_init();
+    let floor = static_target_dir().join("floor-init");
     for bin in [&init, &floor] {
         if !bin.exists() {
             return Err(format!("{} is missing: run `make bench`", bin.display()));
