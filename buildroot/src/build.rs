@@ -42,11 +42,6 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot read config {path}: {source}")]
-    ReadConfig {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("config path {path} does not name a file")]
     ConfigName { path: PathBuf },
     #[error(transparent)]
@@ -91,12 +86,10 @@ pub struct BuildReport {
 
 /// Runs `berth build`.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
-    // 1. The config, checked by the code PID 1 runs.
-    let config = HostConfig::load(&opts.config)?;
-    let config_bytes = std::fs::read(&opts.config).map_err(|source| BuildError::ReadConfig {
-        path: opts.config.clone(),
-        source,
-    })?;
+    // 1. The config, checked by the code PID 1 runs. One read: the bytes validated are
+    // the bytes that go into the image.
+    let config_bytes = HostConfig::read_bytes(&opts.config)?;
+    let config = HostConfig::from_bytes(&config_bytes, &opts.config)?;
     let config_name = opts
         .config
         .file_name()

@@ -60,8 +60,13 @@ fn image(name: &str) -> PathBuf {
     dir.join("image")
 }
 
-/// Streams a child's stdout lines into a channel.
-fn lines_of(child: &mut Child) -> Receiver<String> {
+/// Starts `command` with its console (stdout) streamed line by line into a channel.
+fn spawn_watched(command: &mut Command) -> (Child, Receiver<String>) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -71,7 +76,7 @@ fn lines_of(child: &mut Child) -> Receiver<String> {
             }
         }
     });
-    rx
+    (child, rx)
 }
 
 fn wait_line(rx: &Receiver<String>, needle: &str, limit: Duration, seen: &mut Vec<String>) {
@@ -127,17 +132,14 @@ fn berth_boot_exits_zero_on_clean_power_off() {
     }
     let image = image("power-off");
     let socket = image.join("qmp.sock");
-    let mut child = Command::new(BERTH)
-        .arg("boot")
-        .arg(&image)
-        .arg("--")
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", socket.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut child);
+    let (mut child, rx) = spawn_watched(
+        Command::new(BERTH)
+            .arg("boot")
+            .arg(&image)
+            .arg("--")
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", socket.display())),
+    );
     let mut seen = Vec::new();
     wait_line(&rx, "berth: ready", BOOT, &mut seen);
     qmp(&socket, "system_powerdown");
@@ -166,17 +168,14 @@ fn the_pair_boots_with_plain_qemu() {
     }
     let image = image("plain-qemu");
     // Exactly the documented command line, nothing added.
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-m", "256", "-nographic", "-kernel"])
-        .arg(image.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(image.join("initramfs.img"))
-        .args(["-append", "console=ttyS0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut child);
+    let (mut child, rx) = spawn_watched(
+        Command::new("qemu-system-x86_64")
+            .args(["-m", "256", "-nographic", "-kernel"])
+            .arg(image.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(image.join("initramfs.img"))
+            .args(["-append", "console=ttyS0"]),
+    );
     let mut seen = Vec::new();
     wait_line(&rx, "berth: hostname: cli-boot", BOOT, &mut seen);
     wait_line(&rx, "berth: ready", BOOT, &mut seen);

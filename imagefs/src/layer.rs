@@ -509,24 +509,23 @@ impl Applier<'_> {
             _ => self.ensure_dir(&parent, &shown)?,
         };
         let cname = cstr(&name, &shown)?;
-        let created = self.create(entry, kind, parent_fd.as_fd(), &cname, &meta, &shown, &path);
+        let created = self.create(entry, parent_fd.as_fd(), &cname, &meta, &shown, &path);
         self.parent_cache = Some((parent, parent_fd));
         created
     }
 
     /// Creates the entry `cname` in the directory `pfd`, replacing what is there unless
     /// both old and new are directories.
-    #[allow(clippy::too_many_arguments)]
     fn create<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
-        kind: tar::EntryType,
         pfd: BorrowedFd<'_>,
         cname: &CStr,
         meta: &Meta,
         shown: &str,
         path: &CleanPath,
     ) -> Result<(), LayerError> {
+        let kind = entry.header().entry_type();
         let shown = shown.to_owned();
 
         // Replace whatever is there unless both old and new are directories.

@@ -265,28 +265,38 @@ fn location(line: Option<usize>, key: &str) -> String {
 impl HostConfig {
     /// Reads and validates the config at `path`.
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        HostConfig::from_bytes(&HostConfig::read_bytes(path)?, path)
+    }
+
+    /// Reads the file at `path`, refusing one over [`MAX_CONFIG_BYTES`]. `berth build`
+    /// validates these bytes with [`HostConfig::from_bytes`] and puts the same bytes into
+    /// the image, so what boots is exactly what was checked.
+    pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
         use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
         let mut bytes = Vec::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(read_error)?;
         if bytes.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge {
                 path: path.to_owned(),
                 size: bytes.len() as u64,
             });
         }
-        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
+        Ok(bytes)
+    }
+
+    /// Validates config file bytes; `path` only names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
             path: path.to_owned(),
         })?;
-        HostConfig::parse(&text, path)
+        HostConfig::parse(text, path)
     }
 
     /// Parses and validates config text; `path` only names the file in errors.

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use nix::time::{clock_gettime, ClockId};
@@ -38,18 +38,24 @@ static LOGGER: KernelLogger = KernelLogger {
     }),
 };
 
+impl KernelLogger {
+    /// The sinks, locked. A panic while logging must not silence PID 1 for the rest of its
+    /// life (its shutdown messages included): a poisoned lock is taken over, not given up.
+    fn sinks(&self) -> MutexGuard<'_, Sinks> {
+        self.sinks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Installs the logger. Until [`attach_kmsg`] is called, records go to the console only.
 pub fn init(level: LevelFilter) {
-    if let Ok(mut sinks) = LOGGER.sinks.lock() {
-        // PID 1's stdout is the console the kernel opened for it; a duplicate keeps it
-        // independent of what later code does with fd 1.
-        use std::os::fd::AsFd;
-        sinks.console = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(File::from);
-    }
+    // PID 1's stdout is the console the kernel opened for it; a duplicate keeps it
+    // independent of what later code does with fd 1.
+    use std::os::fd::AsFd;
+    LOGGER.sinks().console = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(File::from);
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
@@ -78,9 +84,7 @@ pub fn attach_kmsg() {
     // PID 1's boot log is worth keeping whole.
     let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
-    if let Ok(mut sinks) = LOGGER.sinks.lock() {
-        sinks.kmsg = kmsg;
-    }
+    LOGGER.sinks().kmsg = kmsg;
 }
 
 /// Formats one console line: `[  1523.4 ms] berth: message` (warnings and errors say so).
@@ -104,9 +108,7 @@ impl Log for KernelLogger {
         }
         let message = record.args().to_string();
         let line = format_line(boot_ms(), record.level(), &message);
-        let Ok(mut sinks) = self.sinks.lock() else {
-            return;
-        };
+        let mut sinks = self.sinks();
         // Errors writing the log are ignored: there is nowhere left to report them.
         if let Some(console) = sinks.console.as_mut() {
             let _ = console.write_all(line.as_bytes());
@@ -136,6 +138,36 @@ mod tests {
             "[   1523.4 ms] berth: ready\n"
         );
         assert!(format_line(1.0, Level::Warn, "x").contains("berth: warning: x"));
+    }
+
+    #[test]
+    fn a_poisoned_logger_keeps_writing() {
+        let path = std::env::temp_dir().join(format!("berth-klog-{}", std::process::id()));
+        let logger = KernelLogger {
+            sinks: Mutex::new(Sinks {
+                console: Some(File::create(&path).unwrap()),
+                kmsg: None,
+            }),
+        };
+        // A thread that panics while holding the lock poisons it.
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = logger.sinks.lock();
+                panic!("poison the logger");
+            })
+            .join()
+        });
+        assert!(logger.sinks.is_poisoned());
+        log::set_max_level(LevelFilter::Info);
+        logger.log(
+            &Record::builder()
+                .args(format_args!("still here"))
+                .level(Level::Info)
+                .build(),
+        );
+        let written = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(written.contains("berth: still here"), "{written:?}");
     }
 
     #[test]

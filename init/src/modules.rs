@@ -152,10 +152,6 @@ impl ModuleLoader {
         }
         loaded_now
     }
-
-    pub fn index(&self) -> &ModuleIndex {
-        &self.index
-    }
 }
 
 /// Every distinct `modalias` under `dir`, not following symlinks (sysfs is full of links

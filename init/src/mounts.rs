@@ -131,7 +131,7 @@ pub fn mount_one(spec: &MountSpec, root: &Path) -> Result<(), MountError> {
     if let Err(source) = std::fs::create_dir_all(&target) {
         return Err(MountError::CreateTarget { target, source });
     }
-    if is_mount_point(&target) && spec.fstype == "devtmpfs" {
+    if spec.fstype == "devtmpfs" && is_mount_point(&target) {
         return Ok(());
     }
     let data = (!spec.data.is_empty()).then_some(spec.data);

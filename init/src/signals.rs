@@ -67,8 +67,8 @@ pub struct Signals {
 
 impl Signals {
     /// Blocks [`handled_set`] and opens a non-blocking signalfd for it. Children inherit
-    /// the blocked mask: whoever starts a process must restore it (see
-    /// [`Signals::unblock_for_child`]).
+    /// the blocked mask: whoever starts a process must unblock [`handled_set`] in the child
+    /// before it execs.
     pub fn new() -> Result<Signals, SignalError> {
         let set = handled_set();
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
@@ -76,11 +76,6 @@ impl Signals {
         let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(SignalError::SignalFd)?;
         Ok(Signals { fd })
-    }
-
-    /// Restores the default mask; for a forked child before it execs.
-    pub fn unblock_for_child() -> Result<(), Errno> {
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&handled_set()), None)
     }
 
     /// Every pending signal, oldest first.

@@ -64,73 +64,73 @@ fn run() -> Result<(), String> {
     };
 
     let med = |f: &dyn Fn(&DemoBoot) -> f64| median(berth.iter().map(f).collect());
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let floor_med = |f: &dyn Fn(&FloorBoot) -> f64| median(floors.iter().map(f).collect());
+    let kib = |p: &Path| std::fs::metadata(p).map(|m| m.len() / 1024).unwrap_or(0);
+    let none = String::from("-");
     println!();
     println!("berth boot benchmark (QEMU TCG, {RUNS} boots each, medians)");
-    println!("{:<44} {:>12} {:>12}", "", "berth", "floor /init");
-    println!(
-        "{:<44} {:>9.1} ms {:>9.1} ms",
+    row("", "berth", "floor /init");
+    let ms = |v: f64| format!("{v:.1} ms");
+    row(
         "kernel start -> PID 1 exec",
-        med(&|b| b.exec_ms),
-        median(floors.iter().map(|f| f.exec_ms).collect())
+        &ms(med(&|b| b.exec_ms)),
+        &ms(floor_med(&|f| f.exec_ms)),
     );
-    println!(
-        "{:<44} {:>9.1} ms {:>12}",
+    row(
         "PID 1 exec -> ready (all)",
-        med(&|b| b.ready_ms),
-        "-"
+        &ms(med(&|b| b.ready_ms)),
+        &none,
     );
-    println!(
-        "{:<44} {:>9.1} ms {:>12}",
+    row(
         "  of which module loading",
-        med(&|b| b.modules_ms),
-        "-"
+        &ms(med(&|b| b.modules_ms)),
+        &none,
     );
-    println!(
-        "{:<44} {:>9.1} ms {:>12}",
+    row(
         "  of which PID 1's own work (TCG)",
-        med(&|b| b.own_ms),
-        "-"
+        &ms(med(&|b| b.own_ms)),
+        &none,
     );
-    if let Some(native) = &native {
-        println!(
-            "{:<44} {:>9.2} ms {:>12}",
-            "  PID 1's own work, native (pidns, no modules)", native, "-"
+    if let Some(native) = native {
+        row(
+            "  PID 1's own work, native (pidns, no modules)",
+            &format!("{native:.2} ms"),
+            &none,
         );
     }
-    println!(
-        "{:<44} {:>9.1} ms {:>9.1} ms",
+    row(
         "initramfs unpack",
-        med(&|b| b.unpack_ms),
-        median(floors.iter().map(|f| f.unpack_ms).collect())
+        &ms(med(&|b| b.unpack_ms)),
+        &ms(floor_med(&|f| f.unpack_ms)),
     );
-    println!(
-        "{:<44} {:>9.0} KiB {:>11}",
+    row(
         "PID 1 RSS at ready",
-        med(&|b| b.rss_kib),
-        "-"
+        &format!("{:.0} KiB", med(&|b| b.rss_kib)),
+        &none,
     );
-    println!(
-        "{:<44} {:>9} KiB {:>8} KiB",
+    row(
         "init binary",
-        size(&init) / 1024,
-        size(&floor) / 1024
+        &format!("{} KiB", kib(&init)),
+        &format!("{} KiB", kib(&floor)),
     );
-    println!(
-        "{:<44} {:>9} KiB {:>8} KiB",
+    row(
         "initramfs",
-        size(&demo.join("initramfs.img")) / 1024,
-        size(&floor_initrd) / 1024
+        &format!("{} KiB", kib(&demo.join("initramfs.img"))),
+        &format!("{} KiB", kib(&floor_initrd)),
     );
-    println!(
-        "{:<44} {:>9.0} ms {:>9.0} ms",
+    row(
         "wall clock, QEMU start -> ready / power-off",
-        med(&|b| b.wall_ms),
-        median(floors.iter().map(|f| f.wall_ms).collect())
+        &format!("{:.0} ms", med(&|b| b.wall_ms)),
+        &format!("{:.0} ms", floor_med(&|f| f.wall_ms)),
     );
     println!();
     println!("targets: PID 1's own work <= 5 ms; RSS <= 2048 KiB; init binary <= 4096 KiB");
     Ok(())
+}
+
+/// One line of the results table.
+fn row(label: &str, berth: &str, floor: &str) {
+    println!("{label:<46} {berth:>12} {floor:>12}");
 }
 
 /// An uncompressed cpio with the floor init as /init and a console node.
