@@ -10,7 +10,8 @@
 //! - [`exec`]: the one runner of external tools (`apt-get`, `dpkg-deb`, QEMU);
 //! - [`hash`]: SHA-256 helpers.
 //!
-//! `berth boot` ([`boot`]) runs the result under QEMU. [`logger`] is the CLI's stderr log.
+//! `berth boot` ([`boot`]) runs the result under QEMU. `berth run` ([`run`]) runs one
+//! container in the foreground with the runtime PID 1 uses. [`logger`] is the CLI's stderr log.
 //!
 //! A build is reproducible: the same config, init binary and kernel package give
 //! byte-identical `vmlinuz`, `initramfs.img` and `manifest.json`, whatever the output
@@ -27,3 +28,4 @@ pub mod kernel;
 pub mod logger;
 pub mod manifest;
 pub mod modules;
+pub mod run;

@@ -19,14 +19,16 @@ use clap::{Parser, Subcommand};
   berth boot out/                     boot it in QEMU, serial console on this terminal
   berth kernel show                   print the pinned kernel package
   berth image import busybox.oci.tar --name busybox:latest   import an OCI or docker-archive image
+  berth run --rm busybox:latest echo hello                    run a container in the foreground
 
 Environment:
   BERTH_CACHE     cache directory (default $XDG_CACHE_HOME/berth or ~/.cache/berth)
   BERTH_INIT      init binary to use when --init is not given"
 )]
 struct Cli {
-    /// More log output on stderr (-v: debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (--verbose: debug, twice: trace). No short form:
+    /// `-v` is `berth run`'s volume flag, as in Docker.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -106,6 +108,8 @@ Examples:
     Kernel(KernelCommand),
     /// Manage an image store: import OCI and docker-archive images, inspect, mount, gc.
     Image(berth_imagefs::cli::ImageArgs),
+    /// Run a container in the foreground (needs root).
+    Run(Box<berth_buildroot::run::RunArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +147,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         // The image commands print their own errors and choose their exit codes.
         Command::Image(args) => Ok(berth_imagefs::cli::run(args)),
+        Command::Run(args) => match berth_buildroot::run::run(&args) {
+            Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+            Err(e) => {
+                eprintln!("berth: error: {}", e.message);
+                Ok(ExitCode::from(e.code))
+            }
+        },
         Command::Build {
             config,
             output,

@@ -36,9 +36,11 @@
 //! - [`mount`]: overlay mount plans and mounting.
 //! - [`verify`]: re-hashing blobs and re-checking unpacked layers.
 //! - [`info`]: what `ls` and `inspect` show.
+//! - [`build`]: writing a one-layer OCI layout (the demo and test images).
 //! - [`cli`]: `berth image …` as a clap subcommand.
 //! - `sys`: the only `unsafe` code, thin syscall wrappers.
 
+pub mod build;
 pub mod cli;
 pub mod digest;
 pub mod import;

@@ -219,6 +219,20 @@ impl Store {
         Ok(store)
     }
 
+    /// Open an existing store without creating anything or cleaning staging: for a
+    /// container about to start, which must neither block nor disturb an import.
+    pub fn open_existing(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let dir = File::open(root.join("blobs"))
+            .and_then(|_| File::open(&root))
+            .map(OwnedFd::from)
+            .map_err(|source| StoreError::Open {
+                path: root.clone(),
+                source,
+            })?;
+        Ok(Store { root, dir })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -924,6 +938,12 @@ impl Store {
             sys::fsync(dir.as_fd()).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Mark an image in use by a running container. Not fsynced: the container
+    /// takes it again each time it starts.
+    pub fn hold_container(&self, name: &str, manifest: &Digest) -> Result<()> {
+        self.hold_with(name, manifest, false, None)
     }
 
     pub fn release(&self, name: &str) -> Result<bool> {

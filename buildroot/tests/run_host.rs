@@ -1,0 +1,561 @@
+//! `berth run` as root on this host: the container defaults users and the
+//! SECURITY.md checklist rely on, checked from inside a real container.
+//!
+//! Each test builds a busybox image from Debian's static busybox into its own
+//! store. Without root they skip, unless `BERTH_REQUIRE_ROOT=1` (set by `make test`).
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_imagefs::build::{busybox_entries, write_oci_layout, Entry, BUSYBOX_APPLETS};
+use berth_imagefs::oci::RunConfig;
+use berth_runtime::security::DEFAULT_CAPS;
+
+fn berth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "this test needs root and BERTH_REQUIRE_ROOT=1"
+    );
+    eprintln!("skipping: not root");
+    false
+}
+
+/// A store holding `busybox:latest` plus any extra entries as `custom:latest`.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with_extra(&[], RunConfig::default())
+    }
+
+    fn with_extra(extra: &[Entry], run: RunConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (make deps)");
+        let mut entries = busybox_entries(&bb, BUSYBOX_APPLETS);
+        let layout = dir.path().join("bb");
+        write_oci_layout(
+            &layout,
+            &entries,
+            RunConfig {
+                cmd: Some(vec!["sh".into()]),
+                ..RunConfig::default()
+            },
+            "busybox:latest",
+        )
+        .unwrap();
+        let f = Fixture { dir };
+        f.import(&layout);
+        if !extra.is_empty() {
+            // Extra entries replace busybox entries of the same path.
+            entries.retain(|e| !extra.iter().any(|x| entry_path(x) == entry_path(e)));
+            entries.extend_from_slice(extra);
+            let custom = f.dir.path().join("custom");
+            write_oci_layout(&custom, &entries, run, "custom:latest").unwrap();
+            f.import(&custom);
+        }
+        f
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn import(&self, layout: &Path) {
+        let out = berth()
+            .args(["image", "--store"])
+            .arg(self.store())
+            .arg("import")
+            .arg(layout)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        berth()
+            .arg("run")
+            .arg("--store")
+            .arg(self.store())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `sh -c script` in busybox; returns stdout, asserting exit 0.
+    fn sh(&self, flags: &[&str], script: &str) -> String {
+        let mut args = vec!["--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox:latest", "sh", "-c", script]);
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "{script}: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn entry_path(e: &Entry) -> &str {
+    match e {
+        Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
+    }
+}
+
+fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{key} missing in {status}"))
+}
+
+#[test]
+fn capabilities_no_new_privs_and_seccomp() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let status = f.sh(&[], "cat /proc/self/status");
+    let expected: u64 = DEFAULT_CAPS.iter().map(|c| 1u64 << c.index()).sum();
+    let mask = |k| u64::from_str_radix(status_field(&status, k), 16).unwrap();
+    assert_eq!(mask("CapEff:"), expected, "{status}");
+    assert_eq!(mask("CapPrm:"), expected);
+    assert_eq!(mask("CapBnd:"), expected);
+    assert_eq!(mask("CapInh:"), 0);
+    assert_eq!(mask("CapAmb:"), 0);
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&status, "Seccomp:"), "2");
+
+    // A non-root user keeps nothing.
+    let status = f.sh(&["--user", "nobody"], "id -u; cat /proc/self/status");
+    assert!(status.starts_with("65534\n"), "{status}");
+    let mask = |k| u64::from_str_radix(status_field(&status, k), 16).unwrap();
+    assert_eq!(mask("CapEff:"), 0);
+    assert_eq!(mask("CapPrm:"), 0);
+
+    // cap-add / cap-drop change the set.
+    let status = f.sh(
+        &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"],
+        "cat /proc/self/status",
+    );
+    let mask = |k| u64::from_str_radix(status_field(&status, k), 16).unwrap();
+    assert_eq!(
+        mask("CapEff:"),
+        1 << caps::Capability::CAP_NET_ADMIN.index()
+    );
+}
+
+#[test]
+fn seccomp_and_capabilities_refuse_escapes() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let out = f.sh(
+        &[],
+        "unshare -U true 2>/dev/null && echo unshare-user-ok; \
+         unshare -m true 2>/dev/null && echo unshare-mnt-ok; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo mount-ok; \
+         umount /proc/kcore 2>/dev/null && echo umount-ok; \
+         umount /proc/timer_list 2>/dev/null && echo umount-ok; \
+         mknod /tmp/sda b 8 0 2>/dev/null && echo mknod-ok; \
+         echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq-ok; \
+         echo evil > /proc/sys/kernel/hostname 2>/dev/null && echo sysctl-ok; \
+         echo 1 > /sys/kernel/mm/ksm/run 2>/dev/null && echo sysfs-ok; \
+         echo done",
+    );
+    assert_eq!(out, "done\n", "an escape succeeded: {out}");
+}
+
+#[test]
+fn pid_uts_mount_namespaces() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    // A mount made on the host must be invisible inside.
+    let marker = tempfile::tempdir().unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        marker.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let out = f.run(&[
+        "--rm",
+        "--name",
+        "ns-test",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; hostname; cat /etc/hostname; ls /proc | grep -c '^[0-9]'; cat /proc/self/cgroup; cat /proc/mounts",
+    ]);
+    nix::mount::umount(marker.path()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("sh -c tr"), "{stdout}");
+    assert_eq!(lines[1], "ns-test");
+    assert_eq!(lines[2], "ns-test");
+    // Only sh, and the pipeline's commands, in the PID namespace.
+    assert!(lines[3].parse::<u32>().unwrap() <= 4, "{stdout}");
+    assert!(
+        lines.contains(&"0::/"),
+        "cgroup namespace not rooted at the leaf: {stdout}"
+    );
+    let marker_path = marker.path().to_string_lossy().into_owned();
+    assert!(
+        !stdout.contains(&marker_path),
+        "host mount visible: {stdout}"
+    );
+    let host_mount_points: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with("/work") || m.starts_with("/tmp/") || *m == "/var/lib/berth")
+        .collect();
+    assert!(
+        host_mount_points.is_empty(),
+        "host mounts visible: {host_mount_points:?}"
+    );
+    for m in [
+        " /proc proc ",
+        " /dev tmpfs ",
+        " /sys sysfs ro,",
+        " /dev/pts devpts ",
+        " /dev/mqueue mqueue ",
+    ] {
+        assert!(stdout.contains(m), "{m:?} missing: {stdout}");
+    }
+}
+
+#[test]
+fn dev_has_only_the_standard_nodes_and_masks_apply() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let out = f.sh(&[], "ls /dev | tr '\\n' ' '; echo; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; cat /proc/keys | wc -c");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero"
+    );
+    assert_eq!(lines[1].trim(), "0", "/proc/timer_list not masked: {out}");
+    assert_eq!(lines[2].trim(), "0", "/sys/firmware not masked: {out}");
+    assert_eq!(lines[3].trim(), "0", "/proc/keys not masked: {out}");
+}
+
+#[test]
+fn exit_codes_env_workdir_user() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let out = f.run(&["--rm", "busybox:latest", "sh", "-c", "exit 42"]);
+    assert_eq!(out.status.code(), Some(42));
+    let out = f.sh(
+        &[
+            "-e",
+            "GREETING=hi there",
+            "-w",
+            "/srv/app",
+            "-u",
+            "65534:65534",
+        ],
+        "echo \"$GREETING\"; pwd; id -u; id -g; echo $HOME",
+    );
+    assert_eq!(out, "hi there\n/srv/app\n65534\n65534\n/nonexistent\n");
+    let out = f.run(&["--rm", "busybox:latest", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"no-such-program\": executable file not found"),
+        "{err}"
+    );
+    let out = f.run(&["--rm", "no-such-image:latest", "true"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image"));
+    let out = f.run(&["--rm", "--memory", "lots", "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory size \"lots\""));
+    let out = f.run(&["--rm", "-u", "ghost", "busybox:latest", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("user \"ghost\" is not in the image's /etc/passwd"));
+}
+
+#[test]
+fn no_descriptor_leaks_into_the_container() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    // fd 7 is open (not close-on-exec) in `berth run` itself.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</etc/hostname; exec {} run --rm --store {} busybox:latest ls /proc/self/fd",
+            env!("CARGO_BIN_EXE_berth"),
+            f.store().display()
+        ))
+        .output()
+        .unwrap();
+    let fds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    // 0-2, plus the directory ls itself is reading.
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn workdir_through_a_leaked_fd_is_refused() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    // CVE-2024-21626: a working directory of /proc/self/fd/N.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</; exec {} run --rm --store {} -w /proc/self/fd/7 busybox:latest pwd",
+            env!("CARGO_BIN_EXE_berth"),
+            f.store().display()
+        ))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/proc/self/fd/7"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn runtime_binary_cannot_be_run_or_overwritten_from_inside() {
+    if !need_root() {
+        return;
+    }
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_berth")).unwrap();
+    // CVE-2019-5736: the program is /proc/self/exe, directly or through a symlink.
+    let f = Fixture::with_extra(
+        &[Entry::Symlink {
+            path: "bin/evil".into(),
+            target: "/proc/self/exe".into(),
+        }],
+        RunConfig::default(),
+    );
+    for program in ["/proc/self/exe", "/bin/evil"] {
+        let out = f.run(&["--rm", "custom:latest", program]);
+        assert_eq!(out.status.code(), Some(127), "{program}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("magic link"), "{program}: {err}");
+    }
+    // Writing /proc/self/exe from inside fails (busybox is mapped, and the runtime
+    // is never the container's executable).
+    let out = f.sh(&[], "echo x > /proc/self/exe 2>/dev/null && echo wrote; echo x > /proc/1/exe 2>/dev/null && echo wrote1; echo done");
+    assert_eq!(out, "done\n");
+    assert_eq!(std::fs::read(env!("CARGO_BIN_EXE_berth")).unwrap(), bin);
+}
+
+#[test]
+fn symlinked_system_directories_are_refused() {
+    if !need_root() {
+        return;
+    }
+    let sentinel = tempfile::tempdir().unwrap();
+    let target = sentinel.path().join("gone");
+    for dir in ["proc", "dev", "sys"] {
+        let f = Fixture::with_extra(
+            &[Entry::Symlink {
+                path: dir.into(),
+                target: target.to_string_lossy().into_owned(),
+            }],
+            RunConfig::default(),
+        );
+        let out = f.run(&["--rm", "custom:latest", "true"]);
+        assert_ne!(out.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("the image's {dir} is a symlink")),
+            "{dir}: {err}"
+        );
+        assert!(!target.exists(), "{dir}: something was created on the host");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&sentinel.path().to_string_lossy().into_owned()));
+}
+
+#[test]
+fn volumes_tmpfs_and_read_only_root() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("page"), "from host\n").unwrap();
+    let ro = format!("{}:/www:ro", host.path().display());
+    let out = f.sh(
+        &[
+            "-v",
+            &ro,
+            "-v",
+            "data:/data",
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+        ],
+        "cat /www/page; echo no > /www/page 2>/dev/null && echo wrote-ro; \
+         touch /x 2>/dev/null && echo wrote-root; touch /scratch/x && echo scratch-ok; \
+         echo kept > /data/f",
+    );
+    assert_eq!(out, "from host\nscratch-ok\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("page")).unwrap(),
+        "from host\n"
+    );
+    // The named volume outlives the container.
+    let out = f.sh(&["-v", "data:/data"], "cat /data/f");
+    assert_eq!(out, "kept\n");
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let out = f.sh(&[], "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+    assert_eq!(out, "lo\n");
+    let host_links = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    let out = f.sh(&["--network", "host"], "tail -n +3 /proc/net/dev | wc -l");
+    assert_eq!(out.trim().parse::<usize>().unwrap(), host_links);
+}
+
+#[test]
+fn init_forwards_signals() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let mut child = berth()
+        .args(["run", "--rm", "--init", "--store"])
+        .arg(f.store())
+        .args(["busybox:latest", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?} {:?}", status.signal());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn cgroup_leaf_is_used_and_removed_and_nothing_leaks() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cg = berth_runtime::cgroup::find_v2_mount(&info).expect("a cgroup2 mount");
+    let mounts_before = info.lines().count();
+    for i in 0..20 {
+        let name = format!("leak-{i}");
+        let out = f.run(&[
+            "--rm",
+            "--name",
+            &name,
+            "busybox:latest",
+            "cat",
+            "/sys/fs/cgroup/cgroup.procs",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1\n",
+            "the container's cgroup holds only its own process"
+        );
+        assert!(
+            !cg.join("berth").join(&name).exists(),
+            "cgroup {name} left behind"
+        );
+        assert!(!f.store().join("containers").join(&name).exists());
+    }
+    let after = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(after, mounts_before, "host mounts changed");
+    let holds = std::fs::read_dir(f.store().join("holds")).unwrap().count();
+    assert_eq!(holds, 0, "gc holds left behind");
+}
+
+#[test]
+fn limits_need_the_controller_or_say_what_is_missing() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cg = berth_runtime::cgroup::find_v2_mount(&info).expect("a cgroup2 mount");
+    let controllers = std::fs::read_to_string(cg.join("cgroup.controllers")).unwrap_or_default();
+    let out = f.run(&[
+        "--rm",
+        "--memory",
+        "32M",
+        "busybox:latest",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=64M",
+        "count=1",
+    ]);
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        assert_eq!(out.status.code(), Some(137));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("OOMKilled"));
+    } else {
+        assert_eq!(out.status.code(), Some(125));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the memory controller is not available"),
+            "{err}"
+        );
+    }
+}

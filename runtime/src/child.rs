@@ -1,0 +1,365 @@
+//! The container side of `clone3`: everything between birth in the new namespaces
+//! and `execve` of the container's program.
+//!
+//! This code runs in the child only. It reads the image (refs, manifest, config,
+//! `/etc/passwd`), so a hostile image can at worst crash this process, never the
+//! caller (PID 1). It reports to the parent over the sync pipe, one line per message:
+//! `stop-signal N` once the image config is read, then either nothing (the pipe is
+//! close-on-exec, so EOF means the program is running) or `error <text>` and exit.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use berth_imagefs::mount::{plan_for_store, MountError, Upper};
+use berth_imagefs::{Store, StoreError};
+use nix::fcntl::{OFlag, ResolveFlag};
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Pid, Uid};
+
+use crate::process::{self, ProcessError};
+use crate::rootfs::{self, Resolve, RootfsError};
+use crate::security::{self, SecurityError};
+use crate::spec::{ContainerSpec, Network};
+use crate::sys;
+
+/// Upper bound on `/etc/passwd` and `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// Exit code of a child whose setup failed, as Docker's for "cannot run".
+pub const SETUP_FAILED: i32 = 127;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("setting up stdio: {0}")]
+    Stdio(nix::Error),
+    #[error("{step}: {source}")]
+    Namespace {
+        step: &'static str,
+        source: nix::Error,
+    },
+    #[error("image store: {0}")]
+    Store(#[from] StoreError),
+    #[error("image {image:?} has no run config")]
+    NoConfig { image: String },
+    #[error("overlay rootfs: {0}")]
+    Overlay(#[from] MountError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("reading the image's {path}: {source}")]
+    ReadFile {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("switching to user {user} (uid {uid}, gid {gid}): {source}")]
+    Identity {
+        user: String,
+        uid: u32,
+        gid: u32,
+        source: nix::Error,
+    },
+    #[error("working directory {path}: {source}")]
+    Workdir { path: String, source: nix::Error },
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error("closing inherited descriptors: {0}")]
+    CloseFds(std::io::Error),
+    #[error("{0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("refusing to execute {0:?}: it resolves through a magic link (such as /proc/self/exe) or a symlink loop")]
+    MagicLink(String),
+    #[error("exec {path:?}: {source}")]
+    Exec { path: String, source: nix::Error },
+    #[error("starting the container's init reaper: {0}")]
+    Fork(nix::Error),
+}
+
+/// Everything the child needs, prepared by the parent before `clone3`.
+pub struct Setup<'a> {
+    pub spec: &'a ContainerSpec,
+    pub store_root: &'a Path,
+    pub rootfs: &'a Path,
+    pub upper: Upper,
+    /// `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` sources, in that order.
+    pub etc_files: [PathBuf; 3],
+    /// Host source of each volume, in `spec.volumes` order.
+    pub volume_sources: Vec<PathBuf>,
+    /// Descriptors for stdin, stdout, stderr; `None` keeps the inherited one.
+    pub stdio: [Option<RawFd>; 3],
+    pub sync: OwnedFd,
+}
+
+/// Runs in the child; never returns.
+pub fn run(setup: Setup<'_>) -> ! {
+    let sync = setup.sync.as_fd();
+    let err = match setup_and_exec(&setup, sync) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let mut msg = format!("error {err}");
+    msg.retain(|c| c != '\n');
+    report(sync, &msg);
+    crate::sys::exit_now(SETUP_FAILED)
+}
+
+fn report(sync: BorrowedFd<'_>, line: &str) {
+    if let Ok(fd) = sync.try_clone_to_owned() {
+        let _ = File::from(fd).write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+fn ns(step: &'static str) -> impl Fn(nix::Error) -> ChildError {
+    move |source| ChildError::Namespace { step, source }
+}
+
+fn setup_and_exec(s: &Setup<'_>, sync: BorrowedFd<'_>) -> Result<Infallible, ChildError> {
+    let spec = s.spec;
+    nix::sys::prctl::set_dumpable(false).map_err(ns("prctl(PR_SET_DUMPABLE)"))?;
+    for (target, fd) in s.stdio.iter().enumerate() {
+        if let Some(fd) = fd {
+            nix::unistd::dup2(*fd, target as RawFd).map_err(ChildError::Stdio)?;
+        }
+    }
+    nix::sys::stat::umask(Mode::empty());
+    // The cgroup namespace is rooted where the process now is: its own leaf.
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ns("unshare(CLONE_NEWCGROUP)"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(ns("making mounts private"))?;
+    nix::unistd::sethostname(spec.hostname()).map_err(ns("sethostname"))?;
+    if spec.network == Network::None {
+        sys::set_link_up("lo").map_err(ns("bringing up loopback"))?;
+    }
+
+    // The image: resolve, take a gc hold, mount the overlay.
+    let store = Store::open_existing(s.store_root)?;
+    let run_config = {
+        let _lock = store.lock_shared()?;
+        let (_, manifest_digest) = store.resolve(&spec.image)?;
+        let manifest = store.manifest(&manifest_digest)?;
+        let config = store.config(&manifest)?;
+        let mut links = Vec::with_capacity(config.rootfs.diff_ids.len());
+        for d in &config.rootfs.diff_ids {
+            links.push(store.ensure_link(d)?);
+        }
+        store.hold_container(&format!("container-{}", spec.name), &manifest_digest)?;
+        let plan = plan_for_store(&store, &links, Some(&s.upper))?;
+        nix::mount::mount(
+            Some("overlay"),
+            s.rootfs,
+            Some("overlay"),
+            plan.flags,
+            Some(plan.data.as_str()),
+        )
+        .map_err(|e| MountError::Mount {
+            target: s.rootfs.to_path_buf(),
+            source: e.into(),
+        })?;
+        config.config.unwrap_or_default()
+    };
+    if let Some(sig) = run_config.stop_signal.as_deref() {
+        if let Ok(n) = crate::spec::parse_signal(sig) {
+            report(sync, &format!("stop-signal {n}"));
+        }
+    }
+
+    let root = File::open(s.rootfs)
+        .map(OwnedFd::from)
+        .map_err(|source| RootfsError::Resolve {
+            path: s.rootfs.display().to_string(),
+            source,
+        })?;
+    rootfs::mount_system(root.as_fd())?;
+    for (src, dst) in s
+        .etc_files
+        .iter()
+        .zip(["etc/hostname", "etc/hosts", "etc/resolv.conf"])
+    {
+        rootfs::bind(root.as_fd(), src, dst, false, Resolve::InRoot)?;
+    }
+    for (volume, src) in spec.volumes.iter().zip(&s.volume_sources) {
+        rootfs::bind(
+            root.as_fd(),
+            src,
+            &volume.target,
+            volume.read_only,
+            Resolve::InRoot,
+        )?;
+    }
+    for path in &spec.tmpfs {
+        rootfs::mount_tmpfs(root.as_fd(), path)?;
+    }
+    rootfs::pivot(s.rootfs, root.as_fd())?;
+    drop(root);
+    let root = File::open("/")
+        .map(OwnedFd::from)
+        .map_err(|source| RootfsError::Resolve {
+            path: "/".into(),
+            source,
+        })?;
+    // Account files are read before a read-only remount could matter and before the
+    // switch of user; both come from inside the container's root only.
+    let passwd = read_in_root(root.as_fd(), "etc/passwd")?;
+    let group = read_in_root(root.as_fd(), "etc/group")?;
+    if spec.read_only {
+        rootfs::root_readonly()?;
+    }
+
+    let process = process::resolve(spec, &run_config)?;
+    let id = process::identity(&process.user, &passwd, &group)?;
+    let mut env = process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", id.home));
+    }
+    let workdir = rootfs::ensure_dir(root.as_fd(), &process.workdir, Resolve::InRoot)?;
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(process::DEFAULT_PATH)
+        .to_string();
+    let argv0 = process.argv.first().cloned().unwrap_or_default();
+    let program = find_executable(root.as_fd(), &argv0, &path_var, &process.workdir)?;
+
+    let keep = security::capabilities(spec);
+    security::limit_bounding_set(&keep)?;
+    let id_err = |source| ChildError::Identity {
+        user: process.user.clone(),
+        uid: id.uid,
+        gid: id.gid,
+        source,
+    };
+    let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(id_err)?;
+    nix::unistd::setresgid(
+        Gid::from_raw(id.gid),
+        Gid::from_raw(id.gid),
+        Gid::from_raw(id.gid),
+    )
+    .map_err(id_err)?;
+    nix::unistd::setresuid(
+        Uid::from_raw(id.uid),
+        Uid::from_raw(id.uid),
+        Uid::from_raw(id.uid),
+    )
+    .map_err(id_err)?;
+    security::set_capabilities(&keep, id.uid == 0)?;
+    nix::unistd::fchdir(workdir.as_raw_fd()).map_err(|source| ChildError::Workdir {
+        path: process.workdir.clone(),
+        source,
+    })?;
+    drop(workdir);
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    let filters = security::filters(&keep)?;
+
+    let argv: Vec<CString> = process
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_str()).unwrap_or_default())
+        .collect();
+    let program_c = CString::new(program.as_str()).unwrap_or_default();
+
+    sys::cloexec_from(3).map_err(ChildError::CloseFds)?;
+    // Signal state inherited from the caller (PID 1 blocks everything for its
+    // signalfd; Rust ignores SIGPIPE) must not reach the container.
+    sys::reset_signals();
+    if spec.init {
+        if let Some(main) = fork_for_init()? {
+            // The reaper never calls execve: close its copy of the sync pipe so that
+            // the parent sees EOF when the program's exec closes the other.
+            let _ = nix::unistd::close(sync.as_raw_fd());
+            crate::reaper::run(main);
+        }
+    }
+    security::load_filters(&filters)?;
+    let e = match nix::unistd::execve(&program_c, &argv, &envp) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    Err(ChildError::Exec {
+        path: program,
+        source: e,
+    })
+}
+
+fn fork_for_init() -> Result<Option<Pid>, ChildError> {
+    match crate::sys::fork().map_err(ChildError::Fork)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
+/// Reads a small file from inside the container; missing means empty.
+fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<String, ChildError> {
+    let file = match rootfs::open_read(root, path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(source) => return Err(ChildError::ReadFile { path, source }),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_ACCOUNT_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ChildError::ReadFile { path, source })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Finds the program the way `execvp` would, but inside the container's root only and
+/// never through a magic link: `/proc/self/exe` (or a symlink to it) would otherwise
+/// run the runtime's own binary inside the container (CVE-2019-5736).
+///
+/// Between this check and `execve` only processes inside the container's mount
+/// namespace could swap the path, and none exist yet.
+fn find_executable(
+    root: BorrowedFd<'_>,
+    argv0: &str,
+    path_var: &str,
+    workdir: &str,
+) -> Result<String, ChildError> {
+    let candidates: Vec<String> = if argv0.contains('/') {
+        if argv0.starts_with('/') {
+            vec![argv0.to_string()]
+        } else {
+            vec![format!("{}/{argv0}", workdir.trim_end_matches('/'))]
+        }
+    } else {
+        path_var
+            .split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| format!("{}/{argv0}", d.trim_end_matches('/')))
+            .collect()
+    };
+    let how = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    for candidate in &candidates {
+        let rel = CString::new(candidate.trim_start_matches('/')).unwrap_or_default();
+        match sys::openat2(root, &rel, OFlag::O_PATH, how) {
+            Ok(fd) => {
+                let is_file = nix::sys::stat::fstat(fd.as_raw_fd())
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+                    .unwrap_or(false);
+                if is_file {
+                    return Ok(candidate.clone());
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ChildError::MagicLink(candidate.clone()))
+            }
+            Err(_) => {}
+        }
+    }
+    Err(ChildError::NotFound(argv0.to_string()))
+}

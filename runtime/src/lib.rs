@@ -1,0 +1,36 @@
+//! berth's container runtime, shared by PID 1 (which supervises containers) and
+//! `berth run` (one container in the foreground on an ordinary host).
+//!
+//! Starting a container: the caller prepares the state directory and a cgroup leaf
+//! with its limits ([`spawn`], [`cgroup`]), then `clone3` creates the child directly
+//! inside that cgroup and in new mount, PID, UTS, IPC (and network) namespaces. The
+//! child ([`child`]) takes a new cgroup namespace, mounts the image's overlay and the
+//! system filesystems by fd ([`rootfs`]), pivots into the rootfs, resolves the
+//! program, user and working directory from the image ([`process`]), drops to the
+//! container's capabilities and seccomp filter ([`security`]) and executes the
+//! program. Everything that reads image bytes happens in the child.
+//!
+//! # Modules
+//! - [`spec`]: the validated container description and its value parsers.
+//! - [`spawn`]: the caller's side, the state layout, [`spawn::Exit`].
+//! - [`child`]: the container's side up to `execve`.
+//! - [`rootfs`]: mounts inside the container, resolved by fd.
+//! - [`process`]: argv, env, user and workdir from image + spec.
+//! - [`security`]: capabilities, `no_new_privs`, seccomp.
+//! - [`cgroup`]: cgroup v2 leaves, limits, `cgroup.kill`, OOM counts.
+//! - `reaper`: the optional init inside the container.
+//! - `sys`: the only `unsafe` code.
+
+pub mod cgroup;
+pub mod child;
+pub mod process;
+mod reaper;
+pub mod rootfs;
+pub mod security;
+pub mod spawn;
+pub mod spec;
+mod sys;
+
+pub use spawn::{Exit, Running, Runtime, StartError, Stdio};
+pub use spec::{ContainerSpec, Network, SpecError};
+pub use sys::set_link_up;

@@ -1,0 +1,331 @@
+//! The caller's side of starting a container: the state directory, the cgroup
+//! leaf, `clone3`, and the wait for the child to reach `execve`.
+//!
+//! ```text
+//! <state>/                         /var/lib/berth (the image store's root)
+//! ├── containers/<name>/
+//! │   ├── upper/  work/            the overlay's writable layer, kept across restarts
+//! │   ├── rootfs/                  mount point (mounted only in the container's namespace)
+//! │   └── hostname  hosts  resolv.conf
+//! └── volumes/<name>/              named volumes
+//! ```
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_imagefs::mount::Upper;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::cgroup::{CgroupError, CgroupParent, Leaf};
+use crate::child::{self, Setup};
+use crate::spec::{ContainerSpec, Network, VolumeSource};
+use crate::sys::{self, Forked};
+
+/// How long a child may take from `clone3` to `execve` before it is killed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound on what the child may report.
+const MAX_REPORT: u64 = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("preparing {path}: {source}")]
+    StateDir { path: PathBuf, source: io::Error },
+    #[error("a container named {name} already exists ({path}); remove it or choose another name")]
+    Exists { name: String, path: PathBuf },
+    #[error("volume source {path} does not exist")]
+    VolumeSource { path: PathBuf },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("creating the sync pipe: {0}")]
+    Pipe(nix::Error),
+    #[error("clone3: {0}")]
+    Clone(io::Error),
+    #[error("container {name}: {message}")]
+    Setup { name: String, message: String },
+    #[error("container {name}: setup did not finish within {secs} s; killed")]
+    Timeout { name: String, secs: u64 },
+}
+
+/// Where containers keep their state.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The image store.
+    pub store: PathBuf,
+    /// The state directory (by default the store's root).
+    pub state: PathBuf,
+    pub cgroups: CgroupParent,
+}
+
+/// Descriptors for the container's stdio; `None` keeps the caller's.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// A container whose program is running.
+#[derive(Debug)]
+pub struct Running {
+    pub name: String,
+    pub pid: Pid,
+    pub pidfd: OwnedFd,
+    /// From the image's STOPSIGNAL, when it has one.
+    pub image_stop_signal: Option<i32>,
+    pub leaf: Leaf,
+    pub started: Instant,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The shell-style code: the exit status, or 128 + the signal.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+}
+
+impl Exit {
+    pub fn from_wait(status: WaitStatus, oom_kills: u64) -> Exit {
+        let (code, signal) = match status {
+            WaitStatus::Exited(_, c) => (c, None),
+            WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+            _ => (255, None),
+        };
+        Exit {
+            code,
+            signal,
+            oom_killed: oom_kills > 0,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.code)?;
+        if self.oom_killed {
+            write!(f, " (OOMKilled)")?;
+        } else if let Some(s) = self
+            .signal
+            .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+        {
+            write!(f, " ({s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Runtime {
+    pub fn container_dir(&self, name: &str) -> PathBuf {
+        self.state.join("containers").join(name)
+    }
+
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.state.join("volumes").join(name)
+    }
+
+    /// Starts `spec`. `fresh`: refuse if the container's directory already exists
+    /// (`berth run`); otherwise keep its writable layer (a restart).
+    pub fn start(
+        &self,
+        spec: &ContainerSpec,
+        stdio: Stdio,
+        fresh: bool,
+    ) -> Result<Running, StartError> {
+        let dir = self.container_dir(&spec.name);
+        if fresh && dir.exists() {
+            return Err(StartError::Exists {
+                name: spec.name.clone(),
+                path: dir,
+            });
+        }
+        let state_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StartError::StateDir { path, source }
+        };
+        let upper = Upper {
+            upperdir: dir.join("upper"),
+            workdir: dir.join("work"),
+        };
+        let rootfs = dir.join("rootfs");
+        for d in [&upper.upperdir, &upper.workdir, &rootfs] {
+            std::fs::create_dir_all(d).map_err(state_err(d))?;
+        }
+        let etc_files = [
+            dir.join("hostname"),
+            dir.join("hosts"),
+            dir.join("resolv.conf"),
+        ];
+        let hostname = spec.hostname();
+        let resolv = match spec.network {
+            Network::Host => read_small("/etc/resolv.conf"),
+            Network::None => String::new(),
+        };
+        let contents = [
+            format!("{hostname}\n"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+            resolv,
+        ];
+        for (path, text) in etc_files.iter().zip(&contents) {
+            std::fs::write(path, text).map_err(state_err(path))?;
+        }
+        let mut volume_sources = Vec::with_capacity(spec.volumes.len());
+        for v in &spec.volumes {
+            let src = match &v.source {
+                VolumeSource::Named(n) => {
+                    let d = self.volume_dir(n);
+                    std::fs::create_dir_all(&d).map_err(state_err(&d))?;
+                    d
+                }
+                VolumeSource::Host(p) => {
+                    if !p.exists() {
+                        return Err(StartError::VolumeSource { path: p.clone() });
+                    }
+                    p.clone()
+                }
+            };
+            volume_sources.push(src);
+        }
+
+        let leaf = self.cgroups.create_leaf(&spec.name)?;
+        leaf.set_limits(&spec.limits)?;
+        let (sync_read, sync_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Pipe)?;
+        let raw = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| f.as_raw_fd() as RawFd);
+        let setup = Setup {
+            spec,
+            store_root: &self.store,
+            rootfs: &rootfs,
+            upper,
+            etc_files,
+            volume_sources,
+            stdio: [raw(&stdio.stdin), raw(&stdio.stdout), raw(&stdio.stderr)],
+            sync: sync_write,
+        };
+        let mut namespaces =
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+        if spec.network == Network::None {
+            namespaces |= libc::CLONE_NEWNET;
+        }
+        let started = Instant::now();
+        let (pid, pidfd) = match sys::clone3_into_cgroup(namespaces, leaf.fd()) {
+            Ok(Forked::Child) => child::run(setup),
+            Ok(Forked::Parent { pid, pidfd }) => (Pid::from_raw(pid), pidfd),
+            Err(e) => {
+                let _ = leaf.remove();
+                return Err(StartError::Clone(e));
+            }
+        };
+        drop(setup);
+        drop(stdio);
+        match wait_for_exec(&sync_read, &spec.name, pid) {
+            Ok(image_stop_signal) => Ok(Running {
+                name: spec.name.clone(),
+                pid,
+                pidfd,
+                image_stop_signal,
+                leaf,
+                started,
+            }),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                let _ = leaf.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a stopped container's state directory and its gc hold.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        if let Ok(store) = berth_imagefs::Store::open_existing(&self.store) {
+            let _ = store.release(&format!("container-{name}"));
+        }
+        match std::fs::remove_dir_all(self.container_dir(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn read_small(path: &str) -> String {
+    File::open(path)
+        .and_then(|f| {
+            let mut s = String::new();
+            f.take(64 << 10).read_to_string(&mut s)?;
+            Ok(s)
+        })
+        .unwrap_or_default()
+}
+
+/// Reads the child's reports until EOF: success when the pipe closes on `execve`
+/// with no error line.
+fn wait_for_exec(sync: &OwnedFd, name: &str, _pid: Pid) -> Result<Option<i32>, StartError> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut report = Vec::new();
+    let mut file = File::from(sync.try_clone().map_err(|e| StartError::Setup {
+        name: name.into(),
+        message: format!("sync pipe: {e}"),
+    })?);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StartError::Timeout {
+                name: name.into(),
+                secs: SETUP_TIMEOUT.as_secs(),
+            });
+        }
+        let mut fds = [PollFd::new(sync.as_fd(), PollFlags::POLLIN)];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(StartError::Setup {
+                    name: name.into(),
+                    message: format!("waiting for setup: {e}"),
+                })
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if (report.len() as u64) < MAX_REPORT => report.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(StartError::Setup {
+                    name: name.into(),
+                    message: format!("reading setup report: {e}"),
+                })
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&report);
+    let mut stop_signal = None;
+    for line in text.lines() {
+        if let Some(msg) = line.strip_prefix("error ") {
+            return Err(StartError::Setup {
+                name: name.into(),
+                message: msg.to_string(),
+            });
+        }
+        if let Some(n) = line.strip_prefix("stop-signal ") {
+            stop_signal = n.trim().parse().ok();
+        }
+    }
+    Ok(stop_signal)
+}

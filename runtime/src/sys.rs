@@ -1,0 +1,173 @@
+//! The crate's only `unsafe` code: `clone3`, `close_range`, turning the raw fd that
+//! `openat2` returns into an owned one, and the `SIOCSIFFLAGS` ioctl.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+/// What `clone3` returned in the calling process.
+pub enum Forked {
+    /// In the parent: the child's pid and a pidfd for it.
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    /// In the child.
+    Child,
+}
+
+/// linux/sched.h; libc's constant is an overflowing c_int.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` (linux/sched.h), the version-2 layout with `cgroup` (Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3` without a new stack (fork semantics) with `CLONE_PIDFD` and
+/// `CLONE_INTO_CGROUP`, so the child is born in `cgroup` and never runs a single
+/// instruction anywhere else. `namespaces` are extra `CLONE_NEW*` flags.
+///
+/// The caller must be single-threaded (PID 1 and `berth run` are): the child is a
+/// copy of the calling thread only, exactly as after `fork`.
+pub fn clone3_into_cgroup(namespaces: libc::c_int, cgroup: BorrowedFd<'_>) -> io::Result<Forked> {
+    let mut pidfd: RawFd = -1;
+    let args = CloneArgs {
+        flags: (namespaces as u64) | (libc::CLONE_PIDFD as u64) | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a fully initialised clone_args that outlives the call, its size
+    // is passed, and `pidfd` points at a live RawFd. With no stack given, clone3 behaves
+    // like fork: the child continues on a copy of this stack, which is sound because
+    // the caller is single-threaded (documented above).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: pid as libc::pid_t,
+            // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor, owned by
+            // nobody else, in `pidfd` before returning the child's pid.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11): none of them reaches the container's program,
+/// while the ones setup still uses stay open until `execve`.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range only changes descriptor flags; no memory is involved.
+    let ret = unsafe {
+        libc::close_range(
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `openat2(2)` returning an owned descriptor; always `O_CLOEXEC`.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: OFlag,
+    resolve: ResolveFlag,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(resolve);
+    loop {
+        match nix::fcntl::openat2(dir.as_raw_fd(), path, how) {
+            // The kernel asks for a retry when a rename raced a scoped lookup.
+            Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e.into()),
+            // SAFETY: the fd was just returned by a successful openat2 and is owned by
+            // nothing else.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        }
+    }
+}
+
+/// Sets `IFF_UP` on the interface `name` (`SIOCGIFFLAGS` then `SIOCSIFFLAGS`). For the
+/// loopback device the kernel then adds 127.0.0.1/8 and ::1 itself.
+pub fn set_link_up(name: &str) -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = name.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `sock` is an open socket and `req` a valid, NUL-terminated ifreq that outlives
+    // the call; SIOCGIFFLAGS writes only into `req.ifr_ifru`.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: SIOCGIFFLAGS just filled the `ifru_flags` member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+/// `fork(2)`, for the container's init reaper.
+pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: fork is unsound only in multi-threaded processes; its one caller is the
+    // container child, a fork-like clone3 copy of a single thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Resets every signal to its default action and unblocks all signals.
+pub fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            // SAFETY: installing SIG_DFL runs no handler code, so nothing about the
+            // current handlers or threads can be violated.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// `_exit(2)`: ends the child without running the caller's atexit handlers or
+/// flushing buffers it copied from the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes a plain integer and never returns.
+    unsafe { libc::_exit(code) }
+}
