@@ -69,6 +69,12 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("[[image]] {index} ({path}): {message}")]
+    Image {
+        index: usize,
+        path: PathBuf,
+        message: String,
+    },
     #[error("cannot fsync output directory {path}: {source}")]
     SyncOutputDir {
         path: PathBuf,
@@ -191,7 +197,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     module_records.sort_by(|a, b| a.name.cmp(&b.name));
     inputs.extend(module_records);
 
-    let fs = initramfs::berth_layout(init, config_bytes, &tree.release, &closure, &index)?;
+    let mut fs = initramfs::berth_layout(init, config_bytes, &tree.release, &closure, &index)?;
+    let config_dir = opts.config.parent().unwrap_or(Path::new("."));
+    for (i, image) in config.images.iter().enumerate() {
+        bake_image(
+            &mut fs,
+            &mut inputs,
+            i,
+            &config_dir.join(&image.path),
+            &image.name.0,
+        )?;
+    }
     let cpio = fs.to_cpio()?;
     log::info!(
         "compressing the initramfs ({:.1} MB) with zstd level {ZSTD_LEVEL}",
@@ -228,6 +244,87 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         manifest,
         modules: closure.into_keys().collect(),
     })
+}
+
+/// Checks image `index` by importing it into a scratch store (digests, sizes, diff_ids,
+/// the linux/amd64 pick and the name), then adds its files under
+/// `usr/share/berth/images/` where PID 1's importer looks for them.
+fn bake_image(
+    fs: &mut initramfs::Initramfs,
+    inputs: &mut Vec<FileRecord>,
+    index: usize,
+    path: &Path,
+    name: &berth_imagefs::Reference,
+) -> Result<(), BuildError> {
+    let fail = |message: String| BuildError::Image {
+        index,
+        path: path.to_path_buf(),
+        message,
+    };
+    let scratch = tempfile::tempdir().map_err(|e| fail(format!("scratch store: {e}")))?;
+    let store = berth_imagefs::Store::open(scratch.path()).map_err(|e| fail(e.to_string()))?;
+    let opts = berth_imagefs::ImportOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    let report =
+        berth_imagefs::import(&store, path, &opts, &mut |_| {}).map_err(|e| fail(e.to_string()))?;
+    log::info!(
+        "image {} ({} layers) verified and baked in",
+        report.name,
+        report.layers
+    );
+    let base = "usr/share/berth/images";
+    let baked = berth_init::images::baked_path(Path::new(base), index, path);
+    let baked = baked.to_string_lossy().into_owned();
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_tree(path, "", &mut files).map_err(|e| fail(e.to_string()))?;
+        fs.dir(&baked, 0o755)?;
+        for (rel, is_dir) in files {
+            let dest = format!("{baked}/{rel}");
+            if is_dir {
+                fs.dir(&dest, 0o755)?;
+            } else {
+                let bytes =
+                    std::fs::read(path.join(&rel)).map_err(|e| fail(format!("{rel}: {e}")))?;
+                inputs.push(FileRecord::of(dest.clone(), &bytes));
+                fs.file(&dest, 0o644, bytes)?;
+            }
+        }
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        inputs.push(FileRecord::of(baked.clone(), &bytes));
+        fs.file(&baked, 0o644, bytes)?;
+    }
+    Ok(())
+}
+
+/// Every entry under `dir`, sorted, as (relative path, is a directory); symlinks and
+/// special files are refused (an OCI layout has none).
+fn collect_tree(dir: &Path, prefix: &str, out: &mut Vec<(String, bool)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            out.push((rel.clone(), true));
+            collect_tree(&e.path(), &rel, out)?;
+        } else if kind.is_file() {
+            out.push((rel, false));
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{rel} is neither a file nor a directory"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `dir/name` through a fsynced temp file in `dir` and a rename, with

@@ -5,15 +5,26 @@
 //! "berth: ready". Each step that fails is logged and boot goes on; only the loss of the
 //! signalfd, without which PID 1 can neither reap nor shut down, is fatal.
 //!
-//! The event loop then waits on the signalfd and the power-button devices.
+//! The supervisor then starts the `[[container]]`s (after the baked images are imported by
+//! a child process), and the event loop waits on the signalfd, the power-button devices,
+//! the containers' output pipes and the supervisor's next deadline. At power-off the
+//! containers stop first, in reverse dependency order, then everything else.
 
 use std::convert::Infallible;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::cgroup::CgroupParent;
+use berth_runtime::spec::Limits;
+use berth_runtime::Runtime;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::config::{CmdlineOverrides, ConfigError, HostConfig, CONFIG_PATH};
+use crate::images;
 use crate::klog::boot_ms;
 use crate::modules::{running_kernel_dir, LoadOutcome, ModuleLoader};
 use crate::mounts;
@@ -21,9 +32,13 @@ use crate::power_button;
 use crate::reaper::reap_all;
 use crate::shutdown::{shutdown, Action};
 use crate::signals::{request_for, Request, SignalError, Signals};
+use crate::supervisor::Supervisor;
 
 /// Modules PID 1 loads for itself: the ACPI power button and its event device.
 const OWN_MODULES: &[&str] = &["button", "evdev"];
+/// Modules containers need: overlayfs for their root filesystems. Loaded by PID 1
+/// because the kernel's on-demand loading would call a `modprobe` berth does not have.
+const CONTAINER_MODULES: &[&str] = &["overlay"];
 
 /// Why boot could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +55,22 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         log::warn!("cannot route ctrl-alt-del to PID 1: {e}");
     }
 
+    // Before any mount: containers need a root that pivot_root can leave.
+    let switched = if crate::switch_root::root_is_initramfs() {
+        Some(crate::switch_root::switch_to_tmpfs_root())
+    } else {
+        None
+    };
     let failed_mounts = mounts::mount_all(Path::new("/"));
     crate::klog::attach_kmsg();
     log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
+    match switched {
+        Some(Ok(n)) => log::info!("root moved from the initramfs to a tmpfs ({n} entries)"),
+        Some(Err(e)) => {
+            log::error!("cannot leave the initramfs root ({e}): containers will not start")
+        }
+        None => {}
+    }
     match mounts::enable_cgroup_controllers(Path::new("/sys/fs/cgroup")) {
         Ok(list) => log::info!("cgroup2 controllers enabled: {list}"),
         Err(e) => log::error!("{e}"),
@@ -50,7 +78,7 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
 
     let (config, config_error) = load_config();
     set_hostname(&config);
-    match crate::sys::set_link_up("lo") {
+    match berth_runtime::set_link_up("lo") {
         Ok(()) => log::info!("loopback up"),
         Err(e) => log::error!("cannot bring up loopback: {e}"),
     }
@@ -79,7 +107,15 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         ),
     }
 
-    let action = wait_for_request(&mut signals, &mut buttons);
+    let mut supervisor = Supervisor::new(&config.containers, container_runtime());
+    let mut importer = Importer::start(config.images.len());
+    if importer.done() {
+        supervisor.set_images_ready();
+    }
+    let action = wait_for_request(&mut signals, &mut buttons, &mut supervisor, &mut importer);
+    if !supervisor.is_empty() {
+        supervisor.stop_all(Some(&mut signals));
+    }
     shutdown(action, Some(&mut signals), config.shutdown.timeout.0)
 }
 
@@ -109,6 +145,76 @@ fn load_config() -> (HostConfig, Option<ConfigError>) {
     (config, error)
 }
 
+/// The container runtime over `/sys/fs/cgroup` and the store at `/var/lib/berth`.
+fn container_runtime() -> Result<Runtime, String> {
+    let cgroups = CgroupParent::prepare_at(Path::new("/sys/fs/cgroup"), &Limits::default())
+        .map_err(|e| e.to_string())?;
+    Ok(Runtime {
+        store: PathBuf::from(images::STORE_DIR),
+        state: PathBuf::from(images::STORE_DIR),
+        cgroups,
+    })
+}
+
+/// The child process importing the baked images, and its retries.
+struct Importer {
+    pid: Option<Pid>,
+    attempts: u32,
+    images: usize,
+}
+
+impl Importer {
+    fn start(images: usize) -> Importer {
+        let mut i = Importer {
+            pid: None,
+            attempts: 0,
+            images,
+        };
+        if images > 0 {
+            i.spawn();
+        }
+        i
+    }
+
+    fn spawn(&mut self) {
+        self.attempts += 1;
+        match images::spawn_importer() {
+            Ok(pid) => {
+                log::info!("importing {} baked image(s) (pid {pid})", self.images);
+                self.pid = Some(pid);
+            }
+            Err(e) => log::error!("cannot start the image importer: {e}"),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pid.is_none()
+    }
+
+    /// Handles the importer's exit; true once containers may start.
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> Option<bool> {
+        if self.pid != Some(pid) {
+            return None;
+        }
+        self.pid = None;
+        if matches!(status, WaitStatus::Exited(_, 0)) {
+            log::info!("baked images imported");
+            return Some(true);
+        }
+        if self.attempts < images::MAX_ATTEMPTS {
+            log::error!("image import failed ({status:?}): trying again");
+            self.spawn();
+            Some(self.pid.is_none())
+        } else {
+            log::error!(
+                "image import failed {} times ({status:?}): starting containers anyway; those without their image will fail",
+                self.attempts
+            );
+            Some(true)
+        }
+    }
+}
+
 fn set_hostname(config: &HostConfig) {
     if let Err(e) = nix::unistd::sethostname(config.hostname.as_str()) {
         log::error!("cannot set hostname {}: {e}", config.hostname);
@@ -131,7 +237,15 @@ fn load_modules(config: &HostConfig) {
         }
     };
     let configured = config.kernel.modules.iter().map(|m| m.as_str());
-    for name in configured.chain(OWN_MODULES.iter().copied()) {
+    let for_containers = if config.containers.is_empty() {
+        &[][..]
+    } else {
+        CONTAINER_MODULES
+    };
+    for name in configured
+        .chain(OWN_MODULES.iter().copied())
+        .chain(for_containers.iter().copied())
+    {
         match loader.load(name) {
             Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
             Ok(LoadOutcome::AlreadyLoaded) => log::info!("module {name}: already loaded"),
@@ -161,9 +275,26 @@ pub fn rss_kib() -> Option<u64> {
 }
 
 /// Runs the event loop until something asks for power-off or reboot.
-fn wait_for_request(signals: &mut Signals, buttons: &mut Vec<File>) -> Action {
+fn wait_for_request(
+    signals: &mut Signals,
+    buttons: &mut Vec<File>,
+    supervisor: &mut Supervisor,
+    importer: &mut Importer,
+) -> Action {
     loop {
-        let (signal_ready, button_events) = {
+        supervisor.tick(Instant::now());
+        let timeout = match supervisor.next_deadline() {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let ms = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+                    .as_millis()
+                    .min(60_000);
+                PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let (signal_ready, button_events, log_ready) = {
             use std::os::fd::AsFd;
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
             fds.extend(
@@ -171,7 +302,12 @@ fn wait_for_request(signals: &mut Signals, buttons: &mut Vec<File>) -> Action {
                     .iter()
                     .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
             );
-            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+            let logs = supervisor.log_fds();
+            fds.extend(
+                logs.iter()
+                    .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+            );
+            if let Err(e) = poll(&mut fds, timeout) {
                 if e != nix::errno::Errno::EINTR {
                     log::warn!("poll failed: {e}");
                 }
@@ -182,12 +318,23 @@ fn wait_for_request(signals: &mut Signals, buttons: &mut Vec<File>) -> Action {
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
                 .collect();
             let signal_ready = events.first().is_some_and(|e| !e.is_empty());
-            (signal_ready, events.get(1..).unwrap_or(&[]).to_vec())
+            let button_events = events.get(1..1 + buttons.len()).unwrap_or(&[]).to_vec();
+            let log_events = events.get(1 + buttons.len()..).unwrap_or(&[]);
+            let log_ready: Vec<usize> = logs
+                .iter()
+                .zip(log_events)
+                .filter(|(_, e)| !e.is_empty())
+                .map(|((i, _), _)| *i)
+                .collect();
+            (signal_ready, button_events, log_ready)
         };
+        for i in log_ready {
+            supervisor.on_log_ready(i);
+        }
         if signal_ready {
             for signal in signals.drain() {
                 match request_for(signal) {
-                    Request::Reap => reap(),
+                    Request::Reap => reap(supervisor, importer),
                     Request::PowerOff => {
                         log::info!("{signal} received: power-off");
                         return Action::PowerOff;
@@ -218,8 +365,15 @@ fn wait_for_request(signals: &mut Signals, buttons: &mut Vec<File>) -> Action {
     }
 }
 
-fn reap() {
+fn reap(supervisor: &mut Supervisor, importer: &mut Importer) {
     for (pid, status) in reap_all().exited {
-        log::debug!("reaped {pid}: {status:?}");
+        if supervisor.on_exit(pid, status) {
+            continue;
+        }
+        match importer.on_exit(pid, status) {
+            Some(true) => supervisor.set_images_ready(),
+            Some(false) => {}
+            None => log::debug!("reaped {pid}: {status:?}"),
+        }
     }
 }

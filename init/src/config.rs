@@ -9,6 +9,14 @@
 //!
 //! [shutdown]
 //! timeout = "10s"             # optional: SIGTERM → SIGKILL grace at power-off
+//!
+//! [[image]]                   # optional, repeatable: baked in by `berth build`
+//! path = "busybox.oci"
+//! name = "busybox:latest"
+//!
+//! [[container]]               # optional, repeatable: see `workload` and docs/config.md
+//! name = "web"
+//! image = "busybox:latest"
 //! ```
 //!
 //! Parsing is strict: an unknown key (a typo), a wrong type or a syntax error is an error
@@ -23,6 +31,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+
+pub use crate::workload::{check_containers, ContainerConfig, ImageEntry};
 
 /// Where PID 1 reads its configuration.
 pub const CONFIG_PATH: &str = "/etc/berth/host.toml";
@@ -51,6 +61,12 @@ pub struct HostConfig {
     /// How the machine shuts down.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Images baked into the build (`[[image]]`).
+    #[serde(default, rename = "image")]
+    pub images: Vec<ImageEntry>,
+    /// Containers PID 1 runs (`[[container]]`).
+    #[serde(default, rename = "container")]
+    pub containers: Vec<ContainerConfig>,
 }
 
 /// The `[shutdown]` table.
@@ -127,6 +143,8 @@ impl Default for HostConfig {
             hostname: default_hostname(),
             kernel: KernelConfig::default(),
             shutdown: ShutdownConfig::default(),
+            images: Vec::new(),
+            containers: Vec::new(),
         }
     }
 }
@@ -327,11 +345,26 @@ impl HostConfig {
             }
         }
         let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: HostConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
             invalid(path, text, &key, e.inner())
-        })
+        })?;
+        check_containers(&config.containers).map_err(|e| {
+            let table = e
+                .key
+                .strip_prefix("container[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|n| n.parse().ok())
+                .and_then(|n| line_of_table(text, "container", n));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: table,
+                key: e.key,
+                message: e.message,
+            }
+        })?;
+        Ok(config)
     }
 }
 
@@ -354,6 +387,16 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map(|before| before.matches('\n').count() + 1)
         .unwrap_or(1)
+}
+
+/// The line of the `n`-th (0-based) `[[name]]` header.
+fn line_of_table(text: &str, name: &str, n: usize) -> Option<usize> {
+    let header = format!("[[{name}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .nth(n)
+        .map(|(i, _)| i + 1)
 }
 
 /// The line of the first `key =` assignment, for errors the parser could not place.

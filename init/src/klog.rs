@@ -97,6 +97,15 @@ pub fn format_line(ms: f64, level: Level, message: &str) -> String {
     format!("[{ms:9.1} ms] berth: {tag}{message}\n")
 }
 
+/// Writes one line of a container's output to the console: `[  1523.4 ms] web | text`.
+/// Not copied to the kernel log: container output has its own files.
+pub fn container_line(name: &str, text: &str) {
+    let line = format!("[{:9.1} ms] {name} | {text}\n", boot_ms());
+    if let Some(console) = LOGGER.sinks().console.as_mut() {
+        let _ = console.write_all(line.as_bytes());
+    }
+}
+
 impl Log for KernelLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()

@@ -2,11 +2,16 @@
 //!
 //! One module per boot phase: [`mounts`], [`klog`] (console and kernel log), [`config`],
 //! [`modules`] (with the pure [`modindex`]), [`signals`], [`reaper`], [`power_button`],
-//! [`shutdown`]; [`boot`] runs them in order and then the event loop. Raw system calls
-//! that nix does not wrap live in [`sys`].
+//! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
+//! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
+//! images in a child process), [`supervisor`] (starting, restarting and stopping
+//! containers with `berth_runtime`) and [`logs`] (their output). PID 1 has no `unsafe`
+//! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
 pub mod config;
+pub mod images;
 pub mod klog;
+pub mod logs;
 pub mod modindex;
 pub mod modules;
 pub mod mounts;
@@ -14,4 +19,6 @@ pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
 pub mod signals;
-pub mod sys;
+pub mod supervisor;
+pub mod switch_root;
+pub mod workload;

@@ -1,10 +1,14 @@
 //! `berth-init`, the PID 1 of a berth host. A thin shell: the work is in the library.
 
-use berth_init::{boot, klog, shutdown};
+use berth_init::{boot, images, klog, shutdown};
 
 fn main() {
     let exec_ms = klog::boot_ms();
     klog::init(log::LevelFilter::Info);
+    // PID 1 starts this binary again to import baked images outside PID 1.
+    if std::env::args().nth(1).as_deref() == Some(images::IMPORT_ARG) {
+        std::process::exit(images::importer_main());
+    }
     if nix::unistd::getpid().as_raw() != 1 {
         eprintln!(
             "berth-init is the PID 1 of a berth host: the kernel starts it (or run it as PID 1 of a new PID namespace)"

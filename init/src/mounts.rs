@@ -95,6 +95,15 @@ pub const BOOT_MOUNTS: &[MountSpec] = &[
         data: "nsdelegate",
         dir_mode: 0o755,
     },
+    MountSpec {
+        // The image store and container state, memory-backed until a state disk.
+        source: "berth",
+        target: "/var/lib/berth",
+        fstype: "tmpfs",
+        flags: MsFlags::empty(),
+        data: "mode=0700",
+        dir_mode: 0o700,
+    },
 ];
 
 /// Why a mount step failed.
@@ -327,7 +336,8 @@ mod tests {
     fn boot_mounts_put_parents_first() {
         for (i, spec) in BOOT_MOUNTS.iter().enumerate() {
             let parent = Path::new(spec.target).parent().unwrap_or(Path::new("/"));
-            if parent == Path::new("/") || parent == Path::new("/sys/fs") {
+            // Parents that are plain directories of the root filesystem or sysfs.
+            if [Path::new("/"), Path::new("/sys/fs"), Path::new("/var/lib")].contains(&parent) {
                 continue;
             }
             let parent_index = BOOT_MOUNTS

@@ -104,6 +104,15 @@ pub fn run(setup: Setup<'_>) -> ! {
         Err(e) => e,
     };
     let mut msg = format!("error {err}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        // Variants that already print their source are not repeated.
+        let text = e.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!(": {text}"));
+        }
+        source = e.source();
+    }
     msg.retain(|c| c != '\n');
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)

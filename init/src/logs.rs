@@ -1,0 +1,264 @@
+//! Container output: one pipe per container run (stdout and stderr share it, so lines
+//! keep the order the container wrote them), drained by PID 1 whenever it is
+//! readable, so a container never blocks on output while PID 1 runs.
+//!
+//! Each complete line goes to `<state>/containers/<name>/log` with an RFC 3339 UTC
+//! timestamp; the file is rotated to `log.1` at [`ROTATE_BYTES`], so a container
+//! holds at most twice that. Lines are also mirrored to the console as
+//! `name | line`, at most [`CONSOLE_BYTES_PER_SEC`] per container per second: a
+//! serial console is slow, and a chatty container must not stall PID 1. What is
+//! dropped from the console is counted and said, and is still in the file.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+/// Size at which the log file is rotated.
+pub const ROTATE_BYTES: u64 = 1 << 20;
+/// Console budget per container.
+pub const CONSOLE_BYTES_PER_SEC: usize = 8 << 10;
+/// A line longer than this is cut and written in pieces.
+const MAX_LINE: usize = 16 << 10;
+
+/// Where one container's output goes.
+pub struct LogSink {
+    name: String,
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    partial: Vec<u8>,
+    console: bool,
+    window_start: Instant,
+    window_bytes: usize,
+    dropped_lines: u64,
+}
+
+impl LogSink {
+    pub fn new(name: &str, path: PathBuf, console: bool) -> LogSink {
+        let file = File::options().create(true).append(true).open(&path);
+        let size = file
+            .as_ref()
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if let Err(e) = &file {
+            log::warn!("container {name}: cannot open log {}: {e}", path.display());
+        }
+        LogSink {
+            name: name.to_string(),
+            path,
+            file: file.ok(),
+            size,
+            partial: Vec::new(),
+            console,
+            window_start: Instant::now(),
+            window_bytes: 0,
+            dropped_lines: 0,
+        }
+    }
+
+    /// Reads everything available from `pipe`. Returns false at end of file.
+    pub fn drain(&mut self, pipe: BorrowedFd<'_>) -> bool {
+        let Ok(fd) = pipe.try_clone_to_owned() else {
+            return false;
+        };
+        let mut file = File::from(fd);
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    self.flush_partial();
+                    return false;
+                }
+                Ok(n) => self.feed(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) => {
+                    log::warn!("container {}: reading output: {e}", self.name);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.partial);
+                self.line(&line);
+            } else {
+                self.partial.push(b);
+                if self.partial.len() >= MAX_LINE {
+                    let line = std::mem::take(&mut self.partial);
+                    self.line(&line);
+                }
+            }
+        }
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+        }
+    }
+
+    /// A line the supervisor itself adds (start, exit), in the file only.
+    pub fn note(&mut self, text: &str) {
+        self.write_file(format!("{} berth: {text}\n", rfc3339_now()).as_bytes());
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        self.write_file(format!("{} {text}\n", rfc3339_now()).as_bytes());
+        if self.console {
+            self.mirror(text);
+        }
+    }
+
+    fn mirror(&mut self, text: &str) {
+        if self.window_start.elapsed().as_secs() >= 1 {
+            if self.dropped_lines > 0 {
+                crate::klog::container_line(
+                    &self.name,
+                    &format!(
+                        "({} lines not mirrored to the console; all are in {})",
+                        self.dropped_lines,
+                        self.path.display()
+                    ),
+                );
+            }
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+            self.dropped_lines = 0;
+        }
+        if self.window_bytes + text.len() > CONSOLE_BYTES_PER_SEC {
+            self.dropped_lines += 1;
+            return;
+        }
+        self.window_bytes += text.len();
+        crate::klog::container_line(&self.name, text);
+    }
+
+    fn write_file(&mut self, bytes: &[u8]) {
+        if self.size + bytes.len() as u64 > ROTATE_BYTES {
+            self.rotate();
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(bytes).is_ok() {
+                self.size += bytes.len() as u64;
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        let old = self.path.with_extension("1");
+        if let Err(e) = std::fs::rename(&self.path, &old) {
+            log::warn!(
+                "container {}: rotating {}: {e}",
+                self.name,
+                self.path.display()
+            );
+        }
+        self.file = File::options()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+            .ok();
+        self.size = 0;
+    }
+}
+
+/// A pipe for a container's stdout and stderr: PID 1 keeps the read end,
+/// non-blocking and enlarged to 1 MiB so bursts fit while PID 1 is busy.
+pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    // Best effort: the default 64 KiB pipe works too.
+    let _ = fcntl(read.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(1 << 20));
+    Ok((read, write))
+}
+
+/// The current UTC time as `2026-11-23T15:04:05.123Z`.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+/// Formats Unix seconds (days-from-civil inverse, Howard Hinnant's algorithm).
+pub fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_446_245, 123), "2026-11-23T15:04:05.123Z");
+    }
+
+    #[test]
+    fn lines_go_to_the_file_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut sink = LogSink::new("t", path.clone(), false);
+        sink.feed(b"one\ntw");
+        sink.feed(b"o\n");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(lines, ["one", "two"]);
+        let long = vec![b'x'; 4096];
+        for _ in 0..300 {
+            sink.feed(&long);
+            sink.feed(b"\n");
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        let old = std::fs::metadata(dir.path().join("log.1")).unwrap().len();
+        assert!(size <= ROTATE_BYTES && old <= ROTATE_BYTES && size + old > ROTATE_BYTES / 2);
+    }
+
+    #[test]
+    fn pipe_drains_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, w) = output_pipe().unwrap();
+        let mut sink = LogSink::new("t", dir.path().join("log"), false);
+        File::from(w.try_clone().unwrap())
+            .write_all(b"a\nb")
+            .unwrap();
+        assert!(sink.drain(r.as_fd()), "open pipe: not at EOF");
+        drop(w);
+        assert!(!sink.drain(r.as_fd()), "closed pipe: EOF");
+        let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+    }
+}

@@ -1,0 +1,472 @@
+//! Supervision of the `[[container]]`s: start in dependency order, restart by
+//! policy with backoff, capture output, and stop in reverse dependency order.
+//!
+//! PID 1 creates each container itself with the runtime (no shim process); this
+//! module is the state machine around it. It never blocks except in
+//! [`Supervisor::stop_all`] at shutdown; the event loop asks it for its next
+//! deadline and feeds it exits, readable log pipes and ticks.
+//!
+//! ```text
+//! Waiting ──deps running, images ready──▶ Running ──exit──▶ Backoff ──delay──▶ (start)
+//!                                            │                  └─ policy says no ─▶ Done
+//!                                   stop_all └──▶ Stopping ──exit / cgroup.kill──▶ Done
+//! ```
+//!
+//! Backoff: 100 ms, doubling per restart, capped at 30 s, back to 100 ms once a run
+//! has lasted 10 s. A crash loop thus costs at most one start per 30 s.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use berth_runtime::{ContainerSpec, Exit, Running, Runtime, Stdio};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::logs::{output_pipe, LogSink};
+use crate::reaper::reap_all;
+use crate::signals::Signals;
+use crate::workload::ContainerConfig;
+
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// After `cgroup.kill`, how long to wait for the exit before giving up on it.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// The delay before restart number `restarts + 1`, given how long the last run lasted.
+pub fn backoff(previous: Duration, ran: Duration) -> Duration {
+    if ran >= STABLE_AFTER || previous.is_zero() {
+        BACKOFF_START
+    } else {
+        (previous * 2).min(BACKOFF_MAX)
+    }
+}
+
+enum State {
+    Waiting,
+    Running(Box<Running>),
+    Backoff(Instant),
+    Stopping {
+        run: Box<Running>,
+        deadline: Instant,
+        killed: bool,
+    },
+    Done,
+}
+
+struct Unit {
+    config: ContainerConfig,
+    spec: ContainerSpec,
+    state: State,
+    restarts: u32,
+    last_delay: Duration,
+    log: LogSink,
+    pipe: Option<OwnedFd>,
+}
+
+impl Unit {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        match &self.state {
+            State::Running(r) | State::Stopping { run: r, .. } => Some(r.pid),
+            _ => None,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.state, State::Running(_))
+    }
+}
+
+/// All containers of the host.
+pub struct Supervisor {
+    runtime: Result<Runtime, String>,
+    units: Vec<Unit>,
+    images_ready: bool,
+}
+
+impl Supervisor {
+    /// `runtime` is an error when the machine cannot run containers (no cgroup2);
+    /// each container then reports that error instead of starting.
+    pub fn new(containers: &[ContainerConfig], runtime: Result<Runtime, String>) -> Supervisor {
+        let state = runtime
+            .as_ref()
+            .map(|r| r.state.clone())
+            .unwrap_or_else(|_| "/var/lib/berth".into());
+        let units = containers
+            .iter()
+            .map(|c| {
+                let spec = c.spec();
+                let dir = state.join("containers").join(&spec.name);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    log::warn!("container {}: {}: {e}", spec.name, dir.display());
+                }
+                Unit {
+                    log: LogSink::new(&spec.name, dir.join("log"), c.log_console),
+                    config: c.clone(),
+                    spec,
+                    state: State::Waiting,
+                    restarts: 0,
+                    last_delay: Duration::ZERO,
+                    pipe: None,
+                }
+            })
+            .collect();
+        Supervisor {
+            runtime,
+            units,
+            images_ready: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// The baked images are in the store (or their import gave up): containers may start.
+    pub fn set_images_ready(&mut self) {
+        self.images_ready = true;
+    }
+
+    fn deps_running(&self, i: usize) -> bool {
+        self.units.get(i).is_some_and(|u| {
+            u.config
+                .depends_on
+                .iter()
+                .all(|d| self.units.iter().any(|o| o.name() == d.0 && o.is_running()))
+        })
+    }
+
+    /// Starts whatever may start now and escalates stops past their deadline.
+    pub fn tick(&mut self, now: Instant) {
+        if self.images_ready {
+            for i in 0..self.units.len() {
+                let due = match self.units.get(i).map(|u| &u.state) {
+                    Some(State::Waiting) => true,
+                    Some(State::Backoff(at)) => *at <= now,
+                    _ => false,
+                };
+                if due && self.deps_running(i) {
+                    self.start(i);
+                }
+            }
+        }
+        for u in &mut self.units {
+            if let State::Stopping {
+                run,
+                deadline,
+                killed,
+            } = &mut u.state
+            {
+                if *deadline <= now {
+                    if *killed {
+                        log::error!(
+                            "container {}: still not gone after cgroup.kill",
+                            u.spec.name
+                        );
+                        *deadline = now + KILL_WAIT;
+                    } else {
+                        log::warn!(
+                            "container {}: did not stop within {} ms: killing its cgroup",
+                            u.spec.name,
+                            u.config.stop_timeout.0.as_millis()
+                        );
+                        run.leaf.kill();
+                        *killed = true;
+                        *deadline = now + KILL_WAIT;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest moment [`Supervisor::tick`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.units
+            .iter()
+            .filter_map(|u| match &u.state {
+                State::Backoff(at) if self.images_ready => Some(*at),
+                State::Stopping { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn start(&mut self, i: usize) {
+        let Some(unit) = self.units.get_mut(i) else {
+            return;
+        };
+        let runtime = match &self.runtime {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("container {}: cannot run containers: {e}", unit.spec.name);
+                unit.state = State::Done;
+                return;
+            }
+        };
+        let (read, write) = match output_pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("container {}: output pipe: {e}", unit.spec.name);
+                unit.state = State::Backoff(Instant::now() + BACKOFF_MAX);
+                return;
+            }
+        };
+        let stdio = Stdio {
+            stdin: File::open("/dev/null").ok().map(OwnedFd::from),
+            stdout: write.try_clone().ok(),
+            stderr: Some(write),
+        };
+        let begun = Instant::now();
+        match runtime.start(&unit.spec, stdio, false) {
+            Ok(run) => {
+                log::info!(
+                    "container {}: started (pid {}) in {:.1} ms",
+                    unit.spec.name,
+                    run.pid,
+                    begun.elapsed().as_secs_f64() * 1000.0
+                );
+                unit.log.note(&format!("started (pid {})", run.pid));
+                unit.pipe = Some(read);
+                unit.state = State::Running(Box::new(run));
+            }
+            Err(e) => {
+                log::error!("{e}");
+                unit.log.note(&format!("failed to start: {e}"));
+                let exit = Exit {
+                    code: berth_runtime::child::SETUP_FAILED,
+                    signal: None,
+                    oom_killed: false,
+                };
+                Self::after_exit(unit, exit, Duration::ZERO);
+            }
+        }
+    }
+
+    /// Decides what follows an exit that was not asked for.
+    fn after_exit(unit: &mut Unit, exit: Exit, ran: Duration) {
+        if unit.config.restart.restarts(exit.code, unit.restarts) {
+            let delay = backoff(unit.last_delay, ran);
+            unit.last_delay = delay;
+            unit.restarts += 1;
+            log::info!(
+                "container {}: {exit}; restart {} in {} ms",
+                unit.spec.name,
+                unit.restarts,
+                delay.as_millis()
+            );
+            unit.state = State::Backoff(Instant::now() + delay);
+        } else {
+            log::info!(
+                "container {}: {exit}; not restarting (restart = {:?})",
+                unit.spec.name,
+                unit.config.restart
+            );
+            unit.state = State::Done;
+        }
+    }
+
+    /// Handles a reaped child; false if it was not a container.
+    pub fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        let Some(unit) = self.units.iter_mut().find(|u| u.pid() == Some(pid)) else {
+            return false;
+        };
+        let state = std::mem::replace(&mut unit.state, State::Done);
+        let (run, stopping) = match state {
+            State::Running(r) => (r, false),
+            State::Stopping { run, .. } => (run, true),
+            other => {
+                unit.state = other;
+                return false;
+            }
+        };
+        if let Some(pipe) = unit.pipe.take() {
+            unit.log.drain(pipe.as_fd());
+        }
+        let exit = Exit::from_wait(status, run.leaf.oom_kills());
+        let ran = run.started.elapsed();
+        let run = *run;
+        if let Err(e) = run.leaf.remove() {
+            log::warn!("container {}: {e}", unit.spec.name);
+        }
+        unit.log.note(&exit.to_string());
+        if stopping {
+            log::info!("container {}: stopped ({exit})", unit.spec.name);
+            unit.state = State::Done;
+        } else {
+            Self::after_exit(unit, exit, ran);
+        }
+        true
+    }
+
+    /// The log pipes to poll, with the unit index each belongs to.
+    pub fn log_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.units
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.pipe.as_ref().map(|p| (i, p.as_fd())))
+            .collect()
+    }
+
+    /// Drains unit `i`'s pipe; drops it at end of file.
+    pub fn on_log_ready(&mut self, i: usize) {
+        if let Some(u) = self.units.get_mut(i) {
+            let open = match &u.pipe {
+                Some(p) => u.log.drain(p.as_fd()),
+                None => return,
+            };
+            if !open {
+                u.pipe = None;
+            }
+        }
+    }
+
+    fn stop_signal(unit: &Unit, run: &Running) -> Signal {
+        let n = unit
+            .config
+            .stop_signal
+            .as_ref()
+            .map(|s| s.0)
+            .or(run.image_stop_signal)
+            .unwrap_or(Signal::SIGTERM as i32);
+        Signal::try_from(n).unwrap_or(Signal::SIGTERM)
+    }
+
+    /// Sends the stop signal to every running container none of whose dependents
+    /// is still up.
+    fn stop_leaves(&mut self, now: Instant) {
+        let up: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| u.pid().is_some())
+            .map(|u| u.spec.name.clone())
+            .collect();
+        for i in 0..self.units.len() {
+            let name = match self.units.get(i) {
+                Some(u) if u.is_running() => u.spec.name.clone(),
+                _ => continue,
+            };
+            let has_live_dependent = self.units.iter().any(|o| {
+                up.contains(&o.spec.name) && o.config.depends_on.iter().any(|d| d.0 == name)
+            });
+            if has_live_dependent {
+                continue;
+            }
+            let Some(unit) = self.units.get_mut(i) else {
+                continue;
+            };
+            if let State::Running(run) = std::mem::replace(&mut unit.state, State::Done) {
+                let sig = Self::stop_signal(unit, &run);
+                log::info!(
+                    "container {}: stopping ({sig}, then cgroup.kill after {} ms)",
+                    unit.spec.name,
+                    unit.config.stop_timeout.0.as_millis()
+                );
+                let _ = nix::sys::signal::kill(run.pid, sig);
+                unit.state = State::Stopping {
+                    run,
+                    deadline: now + unit.config.stop_timeout.0,
+                    killed: false,
+                };
+            }
+        }
+    }
+
+    /// Stops every container in reverse dependency order and waits for them, reaping
+    /// as it goes. Returns when all are stopped or hopelessly stuck.
+    pub fn stop_all(&mut self, mut signals: Option<&mut Signals>) {
+        for u in &mut self.units {
+            if matches!(u.state, State::Waiting | State::Backoff(_)) {
+                u.state = State::Done;
+            }
+        }
+        let limit: Duration = self
+            .units
+            .iter()
+            .map(|u| u.config.stop_timeout.0 + KILL_WAIT)
+            .sum::<Duration>()
+            + KILL_WAIT;
+        let give_up = Instant::now() + limit;
+        loop {
+            let now = Instant::now();
+            self.stop_leaves(now);
+            self.tick(now);
+            if self.units.iter().all(|u| u.pid().is_none()) || now >= give_up {
+                break;
+            }
+            let wait = self
+                .next_deadline()
+                .map_or(Duration::from_millis(100), |d| {
+                    d.saturating_duration_since(now)
+                })
+                .min(Duration::from_millis(100));
+            let readable = {
+                let mut fds: Vec<PollFd<'_>> = Vec::new();
+                if let Some(s) = signals.as_deref() {
+                    fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                }
+                let logs = self.log_fds();
+                fds.extend(
+                    logs.iter()
+                        .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
+                );
+                let ms = PollTimeout::try_from(wait.as_millis().max(1) as i32)
+                    .unwrap_or(PollTimeout::MAX);
+                let _ = poll(&mut fds, ms);
+                let skip = usize::from(signals.is_some());
+                logs.iter()
+                    .zip(fds.iter().skip(skip))
+                    .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|((i, _), _)| *i)
+                    .collect::<Vec<_>>()
+            };
+            for i in readable {
+                self.on_log_ready(i);
+            }
+            if let Some(s) = signals.as_deref_mut() {
+                let _ = s.drain();
+            }
+            for (pid, status) in reap_all().exited {
+                self.on_exit(pid, status);
+            }
+        }
+        let stuck: Vec<&str> = self
+            .units
+            .iter()
+            .filter(|u| u.pid().is_some())
+            .map(|u| u.name())
+            .collect();
+        if stuck.is_empty() {
+            log::info!("all containers stopped");
+        } else {
+            log::error!("containers still running at shutdown: {}", stuck.join(" "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            d = backoff(d, Duration::from_millis(5));
+            seen.push(d.as_millis());
+        }
+        assert_eq!(&seen[..5], &[100, 200, 400, 800, 1600]);
+        assert_eq!(*seen.last().unwrap(), 30_000);
+        assert_eq!(
+            backoff(Duration::from_secs(30), STABLE_AFTER),
+            BACKOFF_START
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! The `[[image]]` and `[[container]]` tables of the host config: what the machine
+//! runs. Every value is validated while it is parsed (so an error names its key and
+//! line), then [`check_containers`] checks what spans tables: unique names and a
+//! `depends_on` graph without unknown names or cycles.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use berth_runtime::spec::{self, ContainerSpec, Network, Volume};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::config::{DurationSpec, Hostname};
+
+/// An image baked into the build and imported into the store at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntry {
+    /// An OCI layout (directory or tar) or docker-archive tar on the build host,
+    /// relative to the config file.
+    pub path: String,
+    /// The name it gets in the store.
+    pub name: ImageName,
+}
+
+/// `name[:tag]` as the image store parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageName(pub berth_imagefs::Reference);
+
+impl<'de> Deserialize<'de> for ImageName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        berth_imagefs::Reference::parse(&s)
+            .map(ImageName)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// What happens when a container's program exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max` times if given.
+    OnFailure { max: Option<u32> },
+    /// Always restart.
+    Always,
+    /// As `always` here: berth has no API to stop a container by hand yet.
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy, String> {
+        match s {
+            "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
+            _ => match s.strip_prefix("on-failure:").map(str::parse::<u32>) {
+                Some(Ok(n)) if n > 0 => Ok(RestartPolicy::OnFailure { max: Some(n) }),
+                _ => Err(format!(
+                    "restart policy {s:?}: expected \"no\", \"on-failure\", \"on-failure:N\" (N ≥ 1), \"always\" or \"unless-stopped\""
+                )),
+            },
+        }
+    }
+
+    /// Whether a container that ended with `code`, after `restarts` restarts,
+    /// starts again.
+    pub fn restarts(&self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max } => code != 0 && max.is_none_or(|m| restarts < m),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RestartPolicy::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// Wraps a runtime validator as a serde type, so the error carries key and line.
+macro_rules! validated {
+    ($(#[$doc:meta])* $name:ident($inner:ty) from $src:ty => $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <$src>::deserialize(d)?;
+                let parse: fn(&$src) -> Result<$inner, spec::SpecError> = $parse;
+                parse(&raw).map($name).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+validated!(
+    /// `[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}`.
+    ContainerName(String) from String => |s| spec::validate_name(s)
+);
+validated!(
+    /// `256M`, `1g`, …
+    MemorySize(u64) from String => |s| spec::parse_memory(s)
+);
+validated!(
+    /// A process count, at least 1.
+    PidsLimit(u64) from u64 => |n| spec::validate_pids(*n)
+);
+validated!(
+    /// `NAME:/dst[:ro]` or `/host:/dst[:ro]`.
+    VolumeSpec(Volume) from String => |s| spec::parse_volume(s)
+);
+validated!(
+    /// An absolute path inside the container.
+    ContainerPath(String) from String => |s| spec::container_path(s)
+);
+validated!(
+    /// `NAME`, `UID`, `NAME:GROUP`, `UID:GID`.
+    UserSpec(String) from String => |s| spec::validate_user(s)
+);
+validated!(
+    /// `SIGTERM`, `TERM` or a number.
+    SignalSpec(i32) from String => |s| spec::parse_signal(s)
+);
+validated!(
+    /// A capability name; `ALL` only in `cap_drop`.
+    CapName(Option<caps::Capability>) from String => |s| spec::parse_capability(s)
+);
+
+/// CPUs, kept in thousandths so that the config stays `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpus(pub u32);
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            F(f64),
+            I(i64),
+        }
+        let v = match Num::deserialize(d)? {
+            Num::F(f) => f,
+            Num::I(i) => i as f64,
+        };
+        spec::validate_cpus(v)
+            .map(|c| Cpus((c * 1000.0).round() as u32))
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `"none"` or `"host"` (bridge networking comes with netd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetworkMode(pub Network);
+
+impl<'de> Deserialize<'de> for NetworkMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "none" => Ok(NetworkMode(Network::None)),
+            "host" => Ok(NetworkMode(Network::Host)),
+            other => Err(de::Error::custom(format!(
+                "network {other:?}: expected \"none\" or \"host\""
+            ))),
+        }
+    }
+}
+
+fn default_stop_timeout() -> DurationSpec {
+    DurationSpec(std::time::Duration::from_secs(10))
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[container]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    pub name: ContainerName,
+    /// A reference in the store: an `[[image]]` name, or an image imported otherwise.
+    pub image: String,
+    /// Replaces the image's Cmd.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint (and drops its Cmd).
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<ContainerPath>,
+    pub user: Option<UserSpec>,
+    pub hostname: Option<Hostname>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub depends_on: Vec<ContainerName>,
+    pub memory: Option<MemorySize>,
+    pub cpus: Option<Cpus>,
+    pub pids: Option<PidsLimit>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    #[serde(default)]
+    pub tmpfs: Vec<ContainerPath>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub init: bool,
+    /// Default: the image's STOPSIGNAL, else SIGTERM.
+    pub stop_signal: Option<SignalSpec>,
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: DurationSpec,
+    #[serde(default)]
+    pub cap_add: Vec<CapName>,
+    #[serde(default)]
+    pub cap_drop: Vec<CapName>,
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// Mirror the container's output to the console.
+    #[serde(default = "yes")]
+    pub log_console: bool,
+}
+
+/// A problem that spans tables; `index` is the `[[container]]` position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossCheckError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for CrossCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Unique names; `depends_on` naming known containers, not itself, without cycles;
+/// `ALL` only in `cap_drop`; image and argv strings free of NUL.
+pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheckError> {
+    let err = |key: String, message: String| Err(CrossCheckError { key, message });
+    let mut index = BTreeMap::new();
+    for (i, c) in containers.iter().enumerate() {
+        if index.insert(c.name.0.as_str(), i).is_some() {
+            return err(
+                format!("container[{i}].name"),
+                format!("container name {:?} is used twice", c.name.0),
+            );
+        }
+        if c.image.is_empty() || c.image.contains('\0') {
+            return err(
+                format!("container[{i}].image"),
+                "must be a non-empty image reference".into(),
+            );
+        }
+        for (what, argv) in [("command", &c.command), ("entrypoint", &c.entrypoint)] {
+            if let Some(Err(e)) = argv.as_ref().map(|a| spec::validate_argv(what, a)) {
+                return err(format!("container[{i}].{what}"), e.to_string());
+            }
+        }
+        for (k, v) in &c.env {
+            if let Err(e) = spec::validate_env(k, v) {
+                return err(format!("container[{i}].env"), e.to_string());
+            }
+        }
+        if c.cap_add.iter().any(|cap| cap.0.is_none()) {
+            return err(
+                format!("container[{i}].cap_add"),
+                "\"ALL\" cannot be added: name the capabilities".into(),
+            );
+        }
+    }
+    for (i, c) in containers.iter().enumerate() {
+        for dep in &c.depends_on {
+            if dep.0 == c.name.0 {
+                return err(
+                    format!("container[{i}].depends_on"),
+                    format!("{:?} depends on itself", c.name.0),
+                );
+            }
+            if !index.contains_key(dep.0.as_str()) {
+                return err(
+                    format!("container[{i}].depends_on"),
+                    format!(
+                        "{:?} depends on {:?}, which is not a [[container]]",
+                        c.name.0, dep.0
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(containers, &index) {
+        return err(
+            format!(
+                "container[{}].depends_on",
+                index.get(cycle[0].as_str()).copied().unwrap_or(0)
+            ),
+            format!("dependency cycle: {}", cycle.join(" → ")),
+        );
+    }
+    Ok(())
+}
+
+/// A dependency cycle, as names from its first member back to it.
+fn find_cycle(
+    containers: &[ContainerConfig],
+    index: &BTreeMap<&str, usize>,
+) -> Option<Vec<String>> {
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    fn visit(
+        i: usize,
+        containers: &[ContainerConfig],
+        index: &BTreeMap<&str, usize>,
+        state: &mut Vec<u8>,
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        state[i] = 1;
+        path.push(i);
+        for dep in &containers[i].depends_on {
+            let Some(&j) = index.get(dep.0.as_str()) else {
+                continue;
+            };
+            if state[j] == 1 {
+                let start = path.iter().position(|p| *p == j).unwrap_or(0);
+                let mut names: Vec<String> = path[start..]
+                    .iter()
+                    .map(|p| containers[*p].name.0.clone())
+                    .collect();
+                names.push(containers[j].name.0.clone());
+                return Some(names);
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, containers, index, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; containers.len()];
+    for i in 0..containers.len() {
+        if state[i] == 0 {
+            if let Some(c) = visit(i, containers, index, &mut state, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+impl ContainerConfig {
+    /// The runtime's description of this container.
+    pub fn spec(&self) -> ContainerSpec {
+        ContainerSpec {
+            name: self.name.0.clone(),
+            image: self.image.clone(),
+            entrypoint: self.entrypoint.clone(),
+            command: self.command.clone(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            workdir: self.workdir.as_ref().map(|w| w.0.clone()),
+            user: self.user.as_ref().map(|u| u.0.clone()),
+            hostname: self.hostname.as_ref().map(|h| h.as_str().to_string()),
+            network: self.network.0,
+            read_only: self.read_only,
+            volumes: self.volumes.iter().map(|v| v.0.clone()).collect(),
+            tmpfs: self.tmpfs.iter().map(|t| t.0.clone()).collect(),
+            init: self.init,
+            cap_add: self.cap_add.iter().filter_map(|c| c.0).collect(),
+            cap_drop: self.cap_drop.iter().filter_map(|c| c.0).collect(),
+            cap_drop_all: self.cap_drop.iter().any(|c| c.0.is_none()),
+            limits: spec::Limits {
+                memory: self.memory.as_ref().map(|m| m.0),
+                cpus: self.cpus.map(|c| f64::from(c.0) / 1000.0),
+                pids: self.pids.as_ref().map(|p| p.0),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(RestartPolicy::parse("no"), Ok(RestartPolicy::No));
+        assert_eq!(
+            RestartPolicy::parse("on-failure:5"),
+            Ok(RestartPolicy::OnFailure { max: Some(5) })
+        );
+        for bad in [
+            "",
+            "sometimes",
+            "on-failure:0",
+            "on-failure:x",
+            "on-failure:",
+        ] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+        let p = RestartPolicy::OnFailure { max: Some(2) };
+        assert!(p.restarts(1, 0) && p.restarts(1, 1) && !p.restarts(1, 2) && !p.restarts(0, 0));
+        assert!(RestartPolicy::Always.restarts(0, 1000));
+        assert!(!RestartPolicy::No.restarts(1, 0));
+    }
+}

@@ -1,0 +1,224 @@
+//! Containers under the real PID 1 in QEMU: a baked busybox image imported at boot,
+//! two containers started in dependency order, a crashing container restarted with
+//! growing delays, an OOM kill reported as 137, output on the console, and at
+//! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
+//! reverse dependency order.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_buildroot::build::{build, BuildOptions};
+use berth_imagefs::build::{busybox_entries, write_oci_layout, BUSYBOX_APPLETS};
+use berth_imagefs::oci::RunConfig;
+use berth_qemu_tests::{require_qemu, workspace_root, Qemu};
+
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(60);
+
+const CONFIG: &str = r#"version = 1
+hostname = "ctr-host"
+
+[shutdown]
+timeout = "2s"
+
+[[image]]
+path = "busybox"
+name = "busybox:latest"
+
+[[container]]
+name = "db"
+image = "busybox:latest"
+command = ["sh", "-c", "echo db up; trap 'echo db got TERM; exit 0' TERM; while true; do sleep 1; done"]
+restart = "always"
+
+[[container]]
+name = "web"
+image = "busybox:latest"
+depends_on = ["db"]
+# sleep, as the container's PID 1, has no SIGTERM handler: only cgroup.kill ends it.
+command = ["sh", "-c", "echo web up on $(cat /etc/hostname); grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr '\t' ' '; exec sleep 1000"]
+stop_timeout = "1s"
+
+[[container]]
+name = "crash"
+image = "busybox:latest"
+command = ["sh", "-c", "echo crashing; exit 3"]
+restart = "on-failure:4"
+
+[[container]]
+name = "oom"
+image = "busybox:latest"
+command = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+memory = "16M"
+"#;
+
+fn build_image() -> PathBuf {
+    let dir = workspace_root().join("target/qemu-images/containers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (make deps)");
+    let layout = dir.join("busybox");
+    let _ = std::fs::remove_dir_all(&layout);
+    write_oci_layout(
+        &layout,
+        &busybox_entries(&bb, BUSYBOX_APPLETS),
+        RunConfig {
+            cmd: Some(vec!["sh".into()]),
+            ..RunConfig::default()
+        },
+        "busybox:latest",
+    )
+    .unwrap();
+    std::fs::write(dir.join("host.toml"), CONFIG).unwrap();
+    let out = dir.join("image");
+    let init = berth_qemu_tests::static_init();
+    assert!(
+        init.exists(),
+        "{} is missing: run `make init`",
+        init.display()
+    );
+    build(&BuildOptions {
+        config: dir.join("host.toml"),
+        out_dir: out.clone(),
+        init: Some(init),
+        kernel_deb: None,
+        kernel_deb_unpinned: false,
+    })
+    .unwrap_or_else(|e| panic!("berth build: {e}"));
+    out
+}
+
+/// The boot-relative stamp of a console line `[  1234.5 ms] ...`.
+fn stamp(line: &str) -> Option<f64> {
+    let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
+    inner.trim().strip_suffix("ms")?.trim().parse().ok()
+}
+
+fn lines_with<'a>(console: &'a str, needle: &str) -> Vec<&'a str> {
+    console.lines().filter(|l| l.contains(needle)).collect()
+}
+
+fn position(console: &str, needle: &str) -> usize {
+    console
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not on the console"))
+}
+
+#[test]
+fn containers_start_in_order_restart_log_and_stop() {
+    if !require_qemu() {
+        return;
+    }
+    let image = build_image();
+    let vm = Qemu::new(image.join("vmlinuz"))
+        .initrd(image.join("initramfs.img"))
+        .pvpanic(true)
+        .args(["-action", "panic=exit-failure"])
+        .deadline(Duration::from_secs(300))
+        .spawn()
+        .expect("start QEMU");
+    vm.wait_for("berth: baked images imported", BOOT).unwrap();
+    // The containers run concurrently: wait for each marker anywhere on the console.
+    let deadline = Instant::now() + STEP;
+    let markers = [
+        "container oom: exit",
+        "container crash: exit 3; not restarting",
+        "web | Seccomp:",
+        "db | db up",
+    ];
+    let console = loop {
+        let console = vm.console();
+        if markers
+            .iter()
+            .all(|m| console.lines().any(|l| l.contains(m)))
+        {
+            break console;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {markers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // Dependency order: web starts only once db runs.
+    assert!(
+        position(&console, "container db: started") < position(&console, "container web: started")
+    );
+    // Output reaches the console, prefixed by the container's name.
+    assert!(console.contains("db | db up"), "db output missing");
+    assert!(
+        console.contains("web | web up on web"),
+        "web output missing"
+    );
+    assert!(console.contains("web | NoNewPrivs: 1"));
+    assert!(console.contains("web | Seccomp: 2"));
+    assert!(console.contains("web | CapEff: 00000000800405fb"));
+    // OOM kill from memory.events.
+    let oom = lines_with(&console, "container oom: exit")[0];
+    assert!(oom.contains("exit 137 (OOMKilled)"), "{oom}");
+
+    // Growing delays, and the restarts really wait that long.
+    let restarts = lines_with(&console, "container crash: exit 3; restart");
+    let delays: Vec<&str> = restarts
+        .iter()
+        .map(|l| l.split(" in ").last().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        delays,
+        ["100 ms", "200 ms", "400 ms", "800 ms"],
+        "{restarts:?}"
+    );
+    let starts: Vec<f64> = lines_with(&console, "container crash: started")
+        .iter()
+        .filter_map(|l| stamp(l))
+        .collect();
+    assert_eq!(starts.len(), 5, "1 start + 4 restarts");
+    for (i, pair) in starts.windows(2).enumerate() {
+        let wanted = 100.0 * f64::from(1u32 << i);
+        assert!(
+            pair[1] - pair[0] >= wanted,
+            "restart {} after {:.0} ms, wanted ≥ {wanted} ms",
+            i + 1,
+            pair[1] - pair[0]
+        );
+    }
+    assert_eq!(lines_with(&console, "crash | crashing").len(), 5);
+
+    // Power-off: web (which ignores SIGTERM) is killed after 1 s, then db stops.
+    vm.skip_console();
+    vm.system_powerdown().unwrap();
+    vm.wait_for("container web: stopping (SIGTERM", STEP)
+        .unwrap();
+    vm.wait_for(
+        "container web: did not stop within 1000 ms: killing its cgroup",
+        STEP,
+    )
+    .unwrap();
+    vm.wait_for("container web: stopped (exit 137", STEP)
+        .unwrap();
+    vm.wait_for("container db: stopping (SIGTERM", STEP)
+        .unwrap();
+    vm.wait_for("db | db got TERM", STEP).unwrap();
+    vm.wait_for("container db: stopped (exit 0)", STEP).unwrap();
+    vm.wait_for("all containers stopped", STEP).unwrap();
+    vm.wait_for("power-off: now", STEP).unwrap();
+    let status = vm.wait_exit(STEP).unwrap();
+    assert!(
+        status.success(),
+        "QEMU should exit 0 on power-off: {status}"
+    );
+    let stop = vm.console();
+    let web_stop = lines_with(&stop, "container web: stopping")
+        .first()
+        .and_then(|l| stamp(l))
+        .unwrap();
+    let web_kill = lines_with(&stop, "killing its cgroup")
+        .first()
+        .and_then(|l| stamp(l))
+        .unwrap();
+    assert!(
+        web_kill - web_stop >= 1000.0,
+        "killed after {:.0} ms",
+        web_kill - web_stop
+    );
+}
