@@ -14,7 +14,7 @@ BERTH := target/release/berth
 DEMO_DIR := out/demo
 
 # Debian packages the build and the tests use (apt names).
-DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file
+DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file crun runc
 
 export BERTH_INIT := $(abspath $(INIT))
 
@@ -73,6 +73,8 @@ floor-init:
 bench: deps init floor-init kernel
 	$(CARGO) run --release --locked -p berth-qemu-tests --bin berth-bench
 	$(CARGO) run --release --locked -p berth-imagefs --example bench_unpack
+	$(CARGO) build --release --locked -p berth-buildroot
+	$(CARGO) run --release --locked -p berth-buildroot --example bench_run
 
 clean:
 	$(CARGO) clean

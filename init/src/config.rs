@@ -505,6 +505,152 @@ mod tests {
         HostConfig::parse(text, Path::new("host.toml"))
     }
 
+    const CONTAINERS: &str = r#"version = 1
+
+[[image]]
+path = "bb.oci"
+name = "busybox"
+
+[[container]]
+name = "db"
+image = "busybox:latest"
+
+[[container]]
+name = "web"
+image = "busybox:latest"
+command = ["httpd", "-f"]
+env = { GREETING = "hello" }
+workdir = "/www"
+user = "1000:1000"
+restart = "on-failure:5"
+depends_on = ["db"]
+memory = "256M"
+cpus = 0.5
+pids = 256
+volumes = ["data:/var/lib/data", "/host/path:/mnt:ro"]
+tmpfs = ["/tmp"]
+stop_signal = "SIGINT"
+stop_timeout = "2s"
+cap_add = ["NET_ADMIN"]
+cap_drop = ["ALL"]
+network = "host"
+"#;
+
+    #[test]
+    fn containers_parse_into_specs() {
+        let c = parse(CONTAINERS).unwrap();
+        assert_eq!(c.images[0].name.0.to_string(), "busybox:latest");
+        let web = &c.containers[1];
+        assert_eq!(
+            web.restart,
+            crate::workload::RestartPolicy::OnFailure { max: Some(5) }
+        );
+        assert_eq!(web.stop_signal.as_ref().map(|s| s.0), Some(2));
+        let spec = web.spec();
+        assert_eq!(spec.limits.memory, Some(256 << 20));
+        assert_eq!(spec.limits.cpus, Some(0.5));
+        assert_eq!(spec.limits.pids, Some(256));
+        assert!(spec.cap_drop_all);
+        assert_eq!(spec.volumes.len(), 2);
+        assert_eq!(spec.env, [("GREETING".to_string(), "hello".to_string())]);
+        assert_eq!(spec.network, berth_runtime::Network::Host);
+        assert_eq!(
+            c.containers[0].stop_timeout.0,
+            std::time::Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn container_errors_name_key_and_line() {
+        let cases = [
+            (
+                "memory = \"256M\"",
+                "memory = \"lots\"",
+                "container[1].memory",
+                "memory size \"lots\"",
+            ),
+            (
+                "restart = \"on-failure:5\"",
+                "restart = \"sometimes\"",
+                "container[1].restart",
+                "restart policy",
+            ),
+            ("cpus = 0.5", "cpus = 0", "container[1].cpus", "cpus 0"),
+            (
+                "name = \"web\"",
+                "name = \"../web\"",
+                "container[1].name",
+                "container name",
+            ),
+            (
+                "tmpfs = [\"/tmp\"]",
+                "tmpfs = [\"tmp\"]",
+                "container[1].tmpfs[0]",
+                "must be absolute",
+            ),
+            (
+                "network = \"host\"",
+                "network = \"bridge\"",
+                "container[1].network",
+                "expected \"none\" or \"host\"",
+            ),
+            (
+                "pids = 256",
+                "pidz = 256",
+                "container[1]",
+                "unknown field `pidz`",
+            ),
+            (
+                "depends_on = [\"db\"]",
+                "depends_on = [\"cache\"]",
+                "container[1].depends_on",
+                "not a [[container]]",
+            ),
+            (
+                "depends_on = [\"db\"]",
+                "depends_on = [\"web\"]",
+                "container[1].depends_on",
+                "depends on itself",
+            ),
+            (
+                "name = \"web\"",
+                "name = \"db\"",
+                "container[1].name",
+                "used twice",
+            ),
+            (
+                "cap_add = [\"NET_ADMIN\"]",
+                "cap_add = [\"ALL\"]",
+                "container[1].cap_add",
+                "cannot be added",
+            ),
+            (
+                "name = \"busybox\"",
+                "name = \"BusyBox\"",
+                "image[0].name",
+                "invalid image name",
+            ),
+        ];
+        for (from, to, key, message) in cases {
+            let text = CONTAINERS.replacen(from, to, 1);
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}")), "{to}: {err}");
+            assert!(err.contains(message), "{to}: {err}");
+            assert!(err.contains(": line "), "{to}: {err}");
+        }
+        let cycle = CONTAINERS.replacen(
+            "name = \"db\"\nimage = \"busybox:latest\"",
+            "name = \"db\"\nimage = \"busybox:latest\"\ndepends_on = [\"web\"]",
+            1,
+        );
+        let err = parse(&cycle).unwrap_err().to_string();
+        assert!(
+            err.contains("dependency cycle: db → web → db")
+                || err.contains("dependency cycle: web → db → web"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn full_config_parses() {
         let c = parse("version = 1\nhostname = \"web-1.example\"\n[kernel]\nmodules = [\"dummy\", \"nf-tables\"]\n")

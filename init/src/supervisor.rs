@@ -89,6 +89,8 @@ pub struct Supervisor {
     runtime: Result<Runtime, String>,
     units: Vec<Unit>,
     images_ready: bool,
+    /// Whether the "all started" line was logged.
+    reported_started: bool,
 }
 
 impl Supervisor {
@@ -122,6 +124,7 @@ impl Supervisor {
             runtime,
             units,
             images_ready: false,
+            reported_started: false,
         }
     }
 
@@ -156,6 +159,22 @@ impl Supervisor {
                     self.start(i);
                 }
             }
+        }
+        if !self.reported_started
+            && self.images_ready
+            && !self.units.is_empty()
+            && self
+                .units
+                .iter()
+                .all(|u| !matches!(u.state, State::Waiting))
+        {
+            self.reported_started = true;
+            let running = self.units.iter().filter(|u| u.is_running()).count();
+            log::info!(
+                "containers started: {running} of {} running; PID 1 rss {} KiB",
+                self.units.len(),
+                crate::boot::rss_kib().unwrap_or(0)
+            );
         }
         for u in &mut self.units {
             if let State::Stopping {
