@@ -46,6 +46,11 @@ fn write_rootfs(root: &Path, entries: &[Entry]) {
             Entry::Symlink { path, target } => {
                 std::os::unix::fs::symlink(target, root.join(path)).unwrap()
             }
+            Entry::Fifo { path } => nix::unistd::mkfifo(
+                &root.join(path),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap(),
         }
     }
     for d in ["proc", "dev", "sys"] {

@@ -274,8 +274,9 @@ fn bake_image(
         report.name,
         report.layers
     );
-    let base = "usr/share/berth/images";
-    let baked = berth_init::images::baked_path(Path::new(base), index, path);
+    // The initramfs holds paths relative to its root.
+    let base = berth_init::images::BAKED_DIR.trim_start_matches('/');
+    let baked = berth_init::images::baked_path(Path::new(base), index, path.is_dir());
     let baked = baked.to_string_lossy().into_owned();
     let mut files = Vec::new();
     if path.is_dir() {

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_imagefs::build::{busybox_entries, write_oci_layout, Entry, BUSYBOX_APPLETS};
+use berth_imagefs::build::{
+    busybox_entries, write_busybox_layout, write_oci_layout, Entry, BUSYBOX_APPLETS,
+};
 use berth_imagefs::oci::RunConfig;
 use berth_runtime::security::DEFAULT_CAPS;
 
@@ -41,24 +43,16 @@ impl Fixture {
 
     fn with_extra(extra: &[Entry], run: RunConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (make deps)");
-        let mut entries = busybox_entries(&bb, BUSYBOX_APPLETS);
+        let busybox = Path::new("/bin/busybox");
         let layout = dir.path().join("bb");
-        write_oci_layout(
-            &layout,
-            &entries,
-            RunConfig {
-                cmd: Some(vec!["sh".into()]),
-                ..RunConfig::default()
-            },
-            "busybox:latest",
-        )
-        .unwrap();
+        write_busybox_layout(&layout, busybox, "busybox:latest")
+            .expect("busybox-static is installed (make deps)");
         let f = Fixture { dir };
         f.import(&layout);
         if !extra.is_empty() {
             // Extra entries replace busybox entries of the same path.
-            entries.retain(|e| !extra.iter().any(|x| entry_path(x) == entry_path(e)));
+            let mut entries = busybox_entries(&std::fs::read(busybox).unwrap(), BUSYBOX_APPLETS);
+            entries.retain(|e| !extra.iter().any(|x| x.path() == e.path()));
             entries.extend_from_slice(extra);
             let custom = f.dir.path().join("custom");
             write_oci_layout(&custom, &entries, run, "custom:latest").unwrap();
@@ -97,6 +91,20 @@ impl Fixture {
             .unwrap()
     }
 
+    /// `berth run ARGS` started by a shell that first opens fd 7 with `redirect`
+    /// (not close-on-exec), so `berth run` itself holds the descriptor.
+    fn run_holding_fd7(&self, redirect: &str, args: &str) -> Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec 7{redirect}; exec {} run --rm --store {} {args}",
+                env!("CARGO_BIN_EXE_berth"),
+                self.store().display()
+            ))
+            .output()
+            .unwrap()
+    }
+
     /// Runs `sh -c script` in busybox; returns stdout, asserting exit 0.
     fn sh(&self, flags: &[&str], script: &str) -> String {
         let mut args = vec!["--rm"];
@@ -111,12 +119,6 @@ impl Fixture {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-fn entry_path(e: &Entry) -> &str {
-    match e {
-        Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
     }
 }
 
@@ -314,16 +316,7 @@ fn no_descriptor_leaks_into_the_container() {
         return;
     }
     let f = Fixture::new();
-    // fd 7 is open (not close-on-exec) in `berth run` itself.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 7</etc/hostname; exec {} run --rm --store {} busybox:latest ls /proc/self/fd",
-            env!("CARGO_BIN_EXE_berth"),
-            f.store().display()
-        ))
-        .output()
-        .unwrap();
+    let out = f.run_holding_fd7("</etc/hostname", "busybox:latest ls /proc/self/fd");
     let fds: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(String::from)
@@ -344,15 +337,7 @@ fn workdir_through_a_leaked_fd_is_refused() {
     }
     let f = Fixture::new();
     // CVE-2024-21626: a working directory of /proc/self/fd/N.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 7</; exec {} run --rm --store {} -w /proc/self/fd/7 busybox:latest pwd",
-            env!("CARGO_BIN_EXE_berth"),
-            f.store().display()
-        ))
-        .output()
-        .unwrap();
+    let out = f.run_holding_fd7("</", "-w /proc/self/fd/7 busybox:latest pwd");
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/proc/self/fd/7"), "{err}");
@@ -558,4 +543,30 @@ fn limits_need_the_controller_or_say_what_is_missing() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_fifo_where_passwd_should_be_fails_fast() {
+    if !need_root() {
+        return;
+    }
+    // Opening a FIFO blocks until a writer comes: setup must not wait on one.
+    let f = Fixture::with_extra(
+        &[Entry::Fifo {
+            path: "etc/passwd".into(),
+        }],
+        RunConfig::default(),
+    );
+    let started = Instant::now();
+    let out = f.run(&["--rm", "custom:latest", "true"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/etc/passwd") && err.contains("not a regular file"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "setup waited on the FIFO"
+    );
 }

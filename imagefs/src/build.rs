@@ -30,21 +30,26 @@ pub enum Entry {
         path: String,
         target: String,
     },
+    /// A named pipe (what a hostile image might put where a file is expected).
+    Fifo {
+        path: String,
+    },
 }
 
 impl Entry {
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
-                path
-            }
+            Entry::Dir { path, .. }
+            | Entry::File { path, .. }
+            | Entry::Symlink { path, .. }
+            | Entry::Fifo { path } => path,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("writing {path}: {source}")]
+    #[error("{path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("building the layer tar: {0}")]
     Tar(io::Error),
@@ -78,6 +83,12 @@ pub fn layer_tar(entries: &[Entry]) -> Result<Vec<u8>, BuildError> {
                 h.set_mode(*mode);
                 h.set_size(data.len() as u64);
                 tar.append_data(&mut h, path, data.as_slice())
+            }
+            Entry::Fifo { .. } => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o644);
+                h.set_size(0);
+                tar.append_data(&mut h, path, io::empty())
             }
             Entry::Symlink { target, .. } => {
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -211,6 +222,29 @@ pub fn busybox_entries(busybox: &[u8], applets: &[&str]) -> Vec<Entry> {
         }
     }
     entries
+}
+
+/// Writes a busybox image layout at `out` from the static binary `busybox`, with
+/// [`BUSYBOX_APPLETS`] and `sh` as its Cmd.
+pub fn write_busybox_layout(
+    out: &Path,
+    busybox: &Path,
+    ref_name: &str,
+) -> Result<Digest, BuildError> {
+    let bytes = std::fs::read(busybox).map_err(|source| BuildError::Write {
+        path: busybox.to_path_buf(),
+        source,
+    })?;
+    let run = RunConfig {
+        cmd: Some(vec!["sh".into()]),
+        ..RunConfig::default()
+    };
+    write_oci_layout(
+        out,
+        &busybox_entries(&bytes, BUSYBOX_APPLETS),
+        run,
+        ref_name,
+    )
 }
 
 /// The applets the demo and test images link.

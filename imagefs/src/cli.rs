@@ -92,12 +92,7 @@ pub fn run(args: ImageArgs) -> ExitCode {
     match run_inner(&args) {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut src = e.source();
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
+            let msg = format!("error: {}", crate::error_chain(e.as_ref()));
             if args.json {
                 println!("{}", serde_json::json!({ "error": msg }));
             } else {

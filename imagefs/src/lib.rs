@@ -54,7 +54,45 @@ mod sys;
 pub mod verify;
 
 pub use digest::Digest;
+
+/// An error and its sources as one line, `outer: inner: …`. Error types here leave
+/// their source out of their own message, but some callers' types (and std's) print
+/// it: a source whose text already ends the line is not repeated.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = e.source();
+    }
+    line
+}
 pub use import::{import, Event, ImportError, ImportOptions, ImportReport};
 pub use layer::{apply_layer, LayerError, Limits};
 pub use reference::Reference;
 pub use store::{Store, StoreError};
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("quiet outer")]
+    struct Quiet(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loud outer: {0}")]
+    struct Loud(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(
+            super::error_chain(&Quiet(io())),
+            "quiet outer: disk on fire"
+        );
+        assert_eq!(super::error_chain(&Loud(io())), "loud outer: disk on fire");
+    }
+}

@@ -150,6 +150,34 @@ pub struct LockGuard {
     _fd: OwnedFd,
 }
 
+/// The commit step shared by blobs and layers: renames a staged entry to its final
+/// name unless that name already exists (an identical object, since names are
+/// digests), then fsyncs the directory so that the name survives a power cut.
+/// Returns whether this call put the entry there.
+fn publish(
+    (from_dir, from): (BorrowedFd<'_>, &CStr),
+    (to_dir, to): (BorrowedFd<'_>, &CStr),
+    what: &str,
+    dir_label: &str,
+) -> Result<bool> {
+    let placed = match sys::renameat2(from_dir, from, to_dir, to, true) {
+        Ok(()) => true,
+        // Another import got there first.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => false,
+        Err(source) => {
+            return Err(StoreError::Commit {
+                what: what.into(),
+                source,
+            })
+        }
+    };
+    sys::fsync(to_dir).map_err(|source| StoreError::Commit {
+        what: dir_label.into(),
+        source,
+    })?;
+    Ok(placed)
+}
+
 fn c(s: &str) -> CString {
     // Internal names: fixed strings, hex digests and our own ids.
     CString::new(s).expect("internal names have no NUL")
@@ -639,27 +667,12 @@ impl Store {
             source,
         })?;
         let layers = self.subdir("layers")?;
-        match sys::renameat2(
-            staging.tmp.as_fd(),
-            &staging.name,
-            layers.as_fd(),
-            &c(&diff_id.hex()),
-            true,
-        ) {
-            Ok(()) => staging.done = true,
-            // Another import got there first: same content by construction.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {}
-            Err(source) => {
-                return Err(StoreError::Commit {
-                    what: what(),
-                    source,
-                })
-            }
-        }
-        sys::fsync(layers.as_fd()).map_err(|source| StoreError::Commit {
-            what: "layers directory".into(),
-            source,
-        })?;
+        staging.done = publish(
+            (staging.tmp.as_fd(), &staging.name),
+            (layers.as_fd(), &c(&diff_id.hex())),
+            &what(),
+            "layers directory",
+        )?;
         drop(staging);
         self.ensure_link(diff_id)?;
         Ok(())
@@ -1157,26 +1170,14 @@ impl StagedBlob<'_> {
     pub fn commit(mut self) -> Result<()> {
         let what = || format!("blob {}", self.digest);
         let blobs = self.store.subdir("blobs/sha256")?;
-        match sys::renameat2(
-            self.tmp.as_fd(),
-            &self.name,
-            blobs.as_fd(),
-            &Store::blob_name(&self.digest),
-            true,
-        ) {
-            Ok(()) => self.committed = true,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {} // drop unlinks ours
-            Err(source) => {
-                return Err(StoreError::Commit {
-                    what: what(),
-                    source,
-                })
-            }
-        }
-        sys::fsync(blobs.as_fd()).map_err(|source| StoreError::Commit {
-            what: "blobs directory".into(),
-            source,
-        })
+        // When another import won, drop unlinks ours.
+        self.committed = publish(
+            (self.tmp.as_fd(), &self.name),
+            (blobs.as_fd(), &Store::blob_name(&self.digest)),
+            &what(),
+            "blobs directory",
+        )?;
+        Ok(())
     }
 }
 

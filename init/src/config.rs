@@ -652,6 +652,29 @@ network = "host"
     }
 
     #[test]
+    fn a_long_dependency_chain_is_checked_without_recursion() {
+        let mut text = String::from("version = 1\n");
+        for i in 0..5000 {
+            text.push_str(&format!("[[container]]\nname = \"c{i}\"\nimage = \"i\"\n"));
+            if i > 0 {
+                text.push_str(&format!("depends_on = [\"c{}\"]\n", i - 1));
+            }
+        }
+        assert_eq!(parse(&text).unwrap().containers.len(), 5000);
+        let closed = text.replacen(
+            "name = \"c0\"\n",
+            "name = \"c0\"\ndepends_on = [\"c4999\"]\n",
+            1,
+        );
+        let err = parse(&closed).unwrap_err().to_string();
+        assert!(
+            err.contains("dependency cycle: c0 → c4999 → c4998"),
+            "{}",
+            &err[..200.min(err.len())]
+        );
+    }
+
+    #[test]
     fn full_config_parses() {
         let c = parse("version = 1\nhostname = \"web-1.example\"\n[kernel]\nmodules = [\"dummy\", \"nf-tables\"]\n")
             .unwrap();

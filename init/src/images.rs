@@ -22,9 +22,10 @@ pub const STORE_DIR: &str = "/var/lib/berth";
 pub const IMPORT_ARG: &str = "import-images";
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// The baked file or directory of image `index`, as `berth build` names it.
-pub fn baked_path(base: &Path, index: usize, source: &Path) -> PathBuf {
-    if source.is_dir() {
+/// Where image `index` is baked under `base`: `N/` for an image layout directory,
+/// `N.tar` for a tar. `berth build` names it with this, and the importer finds it.
+pub fn baked_path(base: &Path, index: usize, is_dir: bool) -> PathBuf {
+    if is_dir {
         base.join(index.to_string())
     } else {
         base.join(format!("{index}.tar"))
@@ -56,12 +57,8 @@ pub fn importer_main() -> i32 {
     };
     let mut failed = 0;
     for (i, image) in config.images.iter().enumerate() {
-        let dir = Path::new(BAKED_DIR).join(i.to_string());
-        let path = if dir.is_dir() {
-            dir
-        } else {
-            Path::new(BAKED_DIR).join(format!("{i}.tar"))
-        };
+        let base = Path::new(BAKED_DIR);
+        let path = baked_path(base, i, baked_path(base, i, true).is_dir());
         let opts = ImportOptions {
             name: Some(image.name.0.clone()),
             ..ImportOptions::default()

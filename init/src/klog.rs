@@ -97,13 +97,48 @@ pub fn format_line(ms: f64, level: Level, message: &str) -> String {
     format!("[{ms:9.1} ms] berth: {tag}{message}\n")
 }
 
-/// Writes one line of a container's output to the console: `[  1523.4 ms] web | text`.
-/// Not copied to the kernel log: container output has its own files.
-pub fn container_line(name: &str, text: &str) {
+/// Console bytes per second for the output of all containers together: under a
+/// 115200-baud serial console's ~11 KiB/s, so that PID 1's synchronous console writes
+/// never wait long and its own lines still get through.
+pub const CONTAINER_CONSOLE_BYTES_PER_SEC: usize = 8 << 10;
+
+/// The one-second window the container console budget is counted in.
+struct ConsoleWindow {
+    start: Option<std::time::Instant>,
+    bytes: usize,
+}
+
+static CONTAINER_WINDOW: Mutex<ConsoleWindow> = Mutex::new(ConsoleWindow {
+    start: None,
+    bytes: 0,
+});
+
+/// Writes one line of a container's output to the console, `[  1523.4 ms] web | text`,
+/// if the shared budget allows; false when it was dropped. Not copied to the kernel
+/// log: container output has its own files.
+pub fn container_line(name: &str, text: &str) -> bool {
     let line = format!("[{:9.1} ms] {name} | {text}\n", boot_ms());
+    {
+        let mut window = CONTAINER_WINDOW
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if window
+            .start
+            .is_none_or(|s| now.duration_since(s).as_secs() >= 1)
+        {
+            window.start = Some(now);
+            window.bytes = 0;
+        }
+        if window.bytes + line.len() > CONTAINER_CONSOLE_BYTES_PER_SEC {
+            return false;
+        }
+        window.bytes += line.len();
+    }
     if let Some(console) = LOGGER.sinks().console.as_mut() {
         let _ = console.write_all(line.as_bytes());
     }
+    true
 }
 
 impl Log for KernelLogger {
@@ -177,6 +212,22 @@ mod tests {
         let written = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(written.contains("berth: still here"), "{written:?}");
+    }
+
+    #[test]
+    fn container_lines_share_one_console_budget() {
+        let text = "x".repeat(1000);
+        let names = ["a", "b", "c", "d"];
+        let mirrored = (0..80)
+            .filter(|i| container_line(names[i % 4], &text))
+            .count();
+        // Four containers together stay within one second's budget (the window may
+        // roll over once during the loop on a slow machine).
+        assert!(mirrored >= 7, "{mirrored}");
+        assert!(
+            mirrored * 1000 <= 2 * CONTAINER_CONSOLE_BYTES_PER_SEC,
+            "{mirrored}"
+        );
     }
 
     #[test]

@@ -5,24 +5,27 @@
 //! Each complete line goes to `<state>/containers/<name>/log` with an RFC 3339 UTC
 //! timestamp; the file is rotated to `log.1` at [`ROTATE_BYTES`], so a container
 //! holds at most twice that. Lines are also mirrored to the console as
-//! `name | line`, at most [`CONSOLE_BYTES_PER_SEC`] per container per second: a
-//! serial console is slow, and a chatty container must not stall PID 1. What is
-//! dropped from the console is counted and said, and is still in the file.
+//! `name | line` within one budget for all containers together
+//! ([`crate::klog::CONTAINER_CONSOLE_BYTES_PER_SEC`]): a serial console is slow,
+//! and PID 1 writes it synchronously, so container output must not be able to stall
+//! PID 1 however many containers there are. What is dropped from the console is
+//! counted and said, and is still in the file.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// Size at which the log file is rotated.
 pub const ROTATE_BYTES: u64 = 1 << 20;
-/// Console budget per container.
-pub const CONSOLE_BYTES_PER_SEC: usize = 8 << 10;
 /// A line longer than this is cut and written in pieces.
 const MAX_LINE: usize = 16 << 10;
+/// Most bytes [`LogSink::drain`] takes from a pipe in one call.
+pub const DRAIN_BUDGET: usize = 256 << 10;
 
 /// Where one container's output goes.
 pub struct LogSink {
@@ -32,8 +35,7 @@ pub struct LogSink {
     size: u64,
     partial: Vec<u8>,
     console: bool,
-    window_start: Instant,
-    window_bytes: usize,
+    /// Lines the console budget turned away since the last mirrored one.
     dropped_lines: u64,
 }
 
@@ -55,47 +57,59 @@ impl LogSink {
             size,
             partial: Vec::new(),
             console,
-            window_start: Instant::now(),
-            window_bytes: 0,
             dropped_lines: 0,
         }
     }
 
-    /// Reads everything available from `pipe`. Returns false at end of file.
+    /// Reads what `pipe` holds, up to [`DRAIN_BUDGET`] bytes: a container that
+    /// writes without pause must not keep PID 1 from signals and other containers
+    /// (the pipe stays readable, so the event loop comes back). Returns false at end
+    /// of file.
     pub fn drain(&mut self, pipe: BorrowedFd<'_>) -> bool {
-        let Ok(fd) = pipe.try_clone_to_owned() else {
-            return false;
-        };
-        let mut file = File::from(fd);
         let mut buf = [0u8; 16 << 10];
-        loop {
-            match file.read(&mut buf) {
+        let mut taken = 0;
+        while taken < DRAIN_BUDGET {
+            match nix::unistd::read(pipe.as_raw_fd(), &mut buf) {
                 Ok(0) => {
                     self.flush_partial();
                     return false;
                 }
-                Ok(n) => self.feed(buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Ok(n) => {
+                    taken += n;
+                    self.feed(buf.get(..n).unwrap_or_default());
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return true,
                 Err(e) => {
                     log::warn!("container {}: reading output: {e}", self.name);
                     return false;
                 }
             }
         }
+        true
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            let (line, rest) = bytes.split_at(end);
+            self.extend_partial(line);
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line);
+            bytes = rest.get(1..).unwrap_or_default();
+        }
+        self.extend_partial(bytes);
+    }
+
+    /// Adds to the unfinished line, cutting it at [`MAX_LINE`].
+    fn extend_partial(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE.saturating_sub(self.partial.len()).min(bytes.len());
+            let (now, later) = bytes.split_at(room);
+            self.partial.extend_from_slice(now);
+            bytes = later;
+            if self.partial.len() >= MAX_LINE {
                 let line = std::mem::take(&mut self.partial);
                 self.line(&line);
-            } else {
-                self.partial.push(b);
-                if self.partial.len() >= MAX_LINE {
-                    let line = std::mem::take(&mut self.partial);
-                    self.line(&line);
-                }
             }
         }
     }
@@ -122,27 +136,21 @@ impl LogSink {
     }
 
     fn mirror(&mut self, text: &str) {
-        if self.window_start.elapsed().as_secs() >= 1 {
-            if self.dropped_lines > 0 {
-                crate::klog::container_line(
-                    &self.name,
-                    &format!(
-                        "({} lines not mirrored to the console; all are in {})",
-                        self.dropped_lines,
-                        self.path.display()
-                    ),
-                );
+        if self.dropped_lines > 0 {
+            let notice = format!(
+                "({} lines not mirrored to the console; all are in {})",
+                self.dropped_lines,
+                self.path.display()
+            );
+            if !crate::klog::container_line(&self.name, &notice) {
+                self.dropped_lines += 1;
+                return;
             }
-            self.window_start = Instant::now();
-            self.window_bytes = 0;
             self.dropped_lines = 0;
         }
-        if self.window_bytes + text.len() > CONSOLE_BYTES_PER_SEC {
+        if !crate::klog::container_line(&self.name, text) {
             self.dropped_lines += 1;
-            return;
         }
-        self.window_bytes += text.len();
-        crate::klog::container_line(&self.name, text);
     }
 
     fn write_file(&mut self, bytes: &[u8]) {
@@ -245,6 +253,37 @@ mod tests {
         let size = std::fs::metadata(&path).unwrap().len();
         let old = std::fs::metadata(dir.path().join("log.1")).unwrap().len();
         assert!(size <= ROTATE_BYTES && old <= ROTATE_BYTES && size + old > ROTATE_BYTES / 2);
+    }
+
+    #[test]
+    fn one_drain_takes_at_most_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, w) = output_pipe().unwrap();
+        let mut sink = LogSink::new("t", dir.path().join("log"), false);
+        let line = [b'y', b'\n'].repeat(1024);
+        let mut writer = File::from(w);
+        let mut written = 0;
+        while written < 3 * DRAIN_BUDGET {
+            writer.write_all(&line).unwrap();
+            written += line.len();
+        }
+        drop(writer);
+        let mut rounds = 0;
+        while sink.drain(r.as_fd()) {
+            rounds += 1;
+        }
+        assert!(
+            rounds >= 3,
+            "one call read past its budget ({rounds} rounds)"
+        );
+        // Everything was read: the pipe reports end of file and the last line is in.
+        assert!(!sink.drain(r.as_fd()));
+        let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(
+            text.ends_with(" y\n"),
+            "{:?}",
+            &text[text.len().saturating_sub(40)..]
+        );
     }
 
     #[test]

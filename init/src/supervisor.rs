@@ -306,7 +306,14 @@ impl Supervisor {
             }
         };
         if let Some(pipe) = unit.pipe.take() {
-            unit.log.drain(pipe.as_fd());
+            // Every writer is gone with the container: read to the end, which the
+            // pipe's 1 MiB bounds (the extra rounds only guard against a writer
+            // that somehow survived).
+            for _ in 0..(2 << 20) / crate::logs::DRAIN_BUDGET {
+                if !unit.log.drain(pipe.as_fd()) {
+                    break;
+                }
+            }
         }
         let exit = Exit::from_wait(status, run.leaf.oom_kills());
         let ran = run.started.elapsed();

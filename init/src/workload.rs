@@ -305,48 +305,58 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
 }
 
 /// A dependency cycle, as names from its first member back to it.
+///
+/// Iterative depth-first search over names: PID 1 runs this on every boot, so it
+/// neither recurses (a long `depends_on` chain cannot exhaust the stack) nor indexes.
 fn find_cycle(
     containers: &[ContainerConfig],
     index: &BTreeMap<&str, usize>,
 ) -> Option<Vec<String>> {
-    // 0 = unvisited, 1 = on the current path, 2 = done.
-    fn visit(
-        i: usize,
-        containers: &[ContainerConfig],
-        index: &BTreeMap<&str, usize>,
-        state: &mut Vec<u8>,
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        state[i] = 1;
-        path.push(i);
-        for dep in &containers[i].depends_on {
-            let Some(&j) = index.get(dep.0.as_str()) else {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mark {
+        OnPath,
+        Done,
+    }
+    let deps = |name: &str| -> Vec<&str> {
+        index
+            .get(name)
+            .and_then(|i| containers.get(*i))
+            .map(|c| c.depends_on.iter().map(|d| d.0.as_str()).collect())
+            .unwrap_or_default()
+    };
+    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
+    for root in containers.iter().map(|c| c.name.0.as_str()) {
+        if marks.contains_key(root) {
+            continue;
+        }
+        // The current path, each with the dependencies still to visit.
+        let mut path: Vec<(&str, Vec<&str>)> = vec![(root, deps(root))];
+        marks.insert(root, Mark::OnPath);
+        while let Some((name, pending)) = path.last_mut() {
+            let Some(next) = pending.pop() else {
+                marks.insert(*name, Mark::Done);
+                path.pop();
                 continue;
             };
-            if state[j] == 1 {
-                let start = path.iter().position(|p| *p == j).unwrap_or(0);
-                let mut names: Vec<String> = path[start..]
-                    .iter()
-                    .map(|p| containers[*p].name.0.clone())
-                    .collect();
-                names.push(containers[j].name.0.clone());
-                return Some(names);
+            if !index.contains_key(next) {
+                continue; // reported separately as an unknown dependency
             }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, containers, index, state, path) {
-                    return Some(c);
+            match marks.get(next) {
+                Some(Mark::Done) => {}
+                Some(Mark::OnPath) => {
+                    let start = path.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                    let mut cycle: Vec<String> = path
+                        .iter()
+                        .skip(start)
+                        .map(|(n, _)| n.to_string())
+                        .collect();
+                    cycle.push(next.to_string());
+                    return Some(cycle);
                 }
-            }
-        }
-        path.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; containers.len()];
-    for i in 0..containers.len() {
-        if state[i] == 0 {
-            if let Some(c) = visit(i, containers, index, &mut state, &mut Vec::new()) {
-                return Some(c);
+                None => {
+                    marks.insert(next, Mark::OnPath);
+                    path.push((next, deps(next)));
+                }
             }
         }
     }

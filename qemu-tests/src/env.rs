@@ -29,6 +29,33 @@ pub fn static_init() -> PathBuf {
         .unwrap_or_else(|| static_target_dir().join("berth-init"))
 }
 
+/// Builds a test image from `config` into `target/qemu-images/NAME/image` with the
+/// static PID 1, after `prepare` has put what the config refers to (relative paths)
+/// into the directory that holds the config. Panics with the reason: for tests.
+pub fn build_test_image(name: &str, config: &str, prepare: impl FnOnce(&Path)) -> PathBuf {
+    let dir = workspace_root().join("target/qemu-images").join(name);
+    std::fs::create_dir_all(&dir).expect("create image dir");
+    prepare(&dir);
+    let config_path = dir.join("host.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let init = static_init();
+    assert!(
+        init.exists(),
+        "{} is missing: build the static PID 1 with `make init`",
+        init.display()
+    );
+    let out = dir.join("image");
+    berth_buildroot::build::build(&berth_buildroot::build::BuildOptions {
+        config: config_path,
+        out_dir: out.clone(),
+        init: Some(init),
+        kernel_deb: None,
+        kernel_deb_unpinned: false,
+    })
+    .unwrap_or_else(|e| panic!("berth build {name}: {e}"));
+    out
+}
+
 /// Where console logs go: `$BERTH_QEMU_LOG_DIR`, else `qemu-logs/` in the
 /// cargo target directory (`$CARGO_TARGET_DIR`, else the nearest ancestor
 /// of the running test binary holding cargo's `CACHEDIR.TAG`, else

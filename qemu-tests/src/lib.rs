@@ -39,7 +39,10 @@ pub mod qmp;
 pub mod vm;
 
 pub use console::WaitError;
-pub use env::{find_qemu, log_dir, require_qemu, static_init, static_target_dir, workspace_root};
+pub use env::{
+    build_test_image, find_qemu, log_dir, require_qemu, static_init, static_target_dir,
+    workspace_root,
+};
 pub use qemu::{Accel, ConfigError, Net, Qemu};
 pub use qmp::QmpError;
 pub use vm::{Vm, VmError};

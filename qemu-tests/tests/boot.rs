@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use berth_buildroot::build::{build, BuildOptions};
 use berth_buildroot::cpio::{CpioWriter, EntryKind};
-use berth_qemu_tests::{require_qemu, workspace_root, Qemu, Vm};
+use berth_qemu_tests::{build_test_image, require_qemu, Qemu, Vm};
 
 /// Generous for TCG: the kernel alone takes ~1.5 s to reach PID 1, module loading more.
 const BOOT: Duration = Duration::from_secs(90);
@@ -28,42 +27,10 @@ modules = ["dummy"]
 timeout = "2s"
 "#;
 
-fn images_dir() -> PathBuf {
-    workspace_root().join("target/qemu-images")
-}
-
-fn static_init() -> PathBuf {
-    let path = berth_qemu_tests::static_init();
-    assert!(
-        path.exists(),
-        "{} is missing: build the static PID 1 with `make init`",
-        path.display()
-    );
-    path
-}
-
-/// Builds an image from `config` into `target/qemu-images/NAME`.
-fn build_image(name: &str, config: &str) -> PathBuf {
-    let dir = images_dir().join(name);
-    std::fs::create_dir_all(&dir).expect("create image dir");
-    let config_path = dir.join("host.toml");
-    std::fs::write(&config_path, config).expect("write config");
-    let out = dir.join("image");
-    build(&BuildOptions {
-        config: config_path,
-        out_dir: out.clone(),
-        init: Some(static_init()),
-        kernel_deb: None,
-        kernel_deb_unpinned: false,
-    })
-    .unwrap_or_else(|e| panic!("berth build {name}: {e}"));
-    out
-}
-
 /// The standard test image, built once for all tests in this binary.
 fn standard_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image("standard", CONFIG))
+    IMAGE.get_or_init(|| build_test_image("standard", CONFIG, |_| {}))
 }
 
 fn boot(image: &Path, initrd: &Path, kernel_args: &[&str]) -> Vm {
@@ -233,7 +200,8 @@ fn initrd_with_config(image: &Path, name: &str, config: &str) -> PathBuf {
         )
         .expect("cpio entry");
     bytes.extend(extra.finish().expect("cpio trailer"));
-    let path = images_dir().join(format!("{name}.initramfs.img"));
+    // Beside the image it extends (`target/qemu-images/standard/image/`).
+    let path = image.join(format!("{name}.initramfs.img"));
     std::fs::write(&path, bytes).expect("write initramfs");
     path
 }

@@ -4,13 +4,11 @@
 //! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
 //! reverse dependency order.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_buildroot::build::{build, BuildOptions};
-use berth_imagefs::build::{busybox_entries, write_oci_layout, BUSYBOX_APPLETS};
-use berth_imagefs::oci::RunConfig;
-use berth_qemu_tests::{require_qemu, workspace_root, Qemu};
+use berth_imagefs::build::write_busybox_layout;
+use berth_qemu_tests::{build_test_image, require_qemu, Qemu};
 
 const BOOT: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(60);
@@ -52,41 +50,6 @@ command = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
 memory = "16M"
 "#;
 
-fn build_image() -> PathBuf {
-    let dir = workspace_root().join("target/qemu-images/containers");
-    std::fs::create_dir_all(&dir).unwrap();
-    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (make deps)");
-    let layout = dir.join("busybox");
-    let _ = std::fs::remove_dir_all(&layout);
-    write_oci_layout(
-        &layout,
-        &busybox_entries(&bb, BUSYBOX_APPLETS),
-        RunConfig {
-            cmd: Some(vec!["sh".into()]),
-            ..RunConfig::default()
-        },
-        "busybox:latest",
-    )
-    .unwrap();
-    std::fs::write(dir.join("host.toml"), CONFIG).unwrap();
-    let out = dir.join("image");
-    let init = berth_qemu_tests::static_init();
-    assert!(
-        init.exists(),
-        "{} is missing: run `make init`",
-        init.display()
-    );
-    build(&BuildOptions {
-        config: dir.join("host.toml"),
-        out_dir: out.clone(),
-        init: Some(init),
-        kernel_deb: None,
-        kernel_deb_unpinned: false,
-    })
-    .unwrap_or_else(|e| panic!("berth build: {e}"));
-    out
-}
-
 /// The boot-relative stamp of a console line `[  1234.5 ms] ...`.
 fn stamp(line: &str) -> Option<f64> {
     let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
@@ -108,7 +71,12 @@ fn containers_start_in_order_restart_log_and_stop() {
     if !require_qemu() {
         return;
     }
-    let image = build_image();
+    let image = build_test_image("containers", CONFIG, |dir| {
+        let layout = dir.join("busybox");
+        let _ = std::fs::remove_dir_all(&layout);
+        write_busybox_layout(&layout, Path::new("/bin/busybox"), "busybox:latest")
+            .expect("busybox-static is installed (make deps)");
+    });
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .pvpanic(true)

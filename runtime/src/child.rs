@@ -103,16 +103,7 @@ pub fn run(setup: Setup<'_>) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let mut msg = format!("error {err}");
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
-        // Variants that already print their source are not repeated.
-        let text = e.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!(": {text}"));
-        }
-        source = e.source();
-    }
+    let mut msg = format!("error {}", berth_imagefs::error_chain(&err));
     msg.retain(|c| c != '\n');
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)
@@ -220,8 +211,8 @@ fn setup_and_exec(s: &Setup<'_>, sync: BorrowedFd<'_>) -> Result<Infallible, Chi
         })?;
     // Account files are read before a read-only remount could matter and before the
     // switch of user; both come from inside the container's root only.
-    let passwd = read_in_root(root.as_fd(), "etc/passwd")?;
-    let group = read_in_root(root.as_fd(), "etc/group")?;
+    let passwd = read_in_root(root.as_fd(), "/etc/passwd")?;
+    let group = read_in_root(root.as_fd(), "/etc/group")?;
     if spec.read_only {
         rootfs::root_readonly()?;
     }
@@ -315,7 +306,7 @@ fn fork_for_init() -> Result<Option<Pid>, ChildError> {
 
 /// Reads a small file from inside the container; missing means empty.
 fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<String, ChildError> {
-    let file = match rootfs::open_read(root, path) {
+    let file = match rootfs::open_regular(root, path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
         Err(source) => return Err(ChildError::ReadFile { path, source }),

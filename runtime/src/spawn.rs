@@ -229,7 +229,7 @@ impl Runtime {
         };
         drop(setup);
         drop(stdio);
-        match wait_for_exec(&sync_read, &spec.name, pid) {
+        match wait_for_exec(File::from(sync_read), &spec.name) {
             Ok(image_stop_signal) => Ok(Running {
                 name: spec.name.clone(),
                 pid,
@@ -271,13 +271,9 @@ fn read_small(path: &str) -> String {
 
 /// Reads the child's reports until EOF: success when the pipe closes on `execve`
 /// with no error line.
-fn wait_for_exec(sync: &OwnedFd, name: &str, _pid: Pid) -> Result<Option<i32>, StartError> {
+fn wait_for_exec(mut sync: File, name: &str) -> Result<Option<i32>, StartError> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut report = Vec::new();
-    let mut file = File::from(sync.try_clone().map_err(|e| StartError::Setup {
-        name: name.into(),
-        message: format!("sync pipe: {e}"),
-    })?);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -301,9 +297,11 @@ fn wait_for_exec(sync: &OwnedFd, name: &str, _pid: Pid) -> Result<Option<i32>, S
             }
         }
         let mut buf = [0u8; 4096];
-        match file.read(&mut buf) {
+        match sync.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) if (report.len() as u64) < MAX_REPORT => report.extend_from_slice(&buf[..n]),
+            Ok(n) if (report.len() as u64) < MAX_REPORT => {
+                report.extend_from_slice(buf.get(..n).unwrap_or_default())
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {

@@ -8,8 +8,9 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
-use berth_imagefs::build::{busybox_entries, write_oci_layout};
-use berth_imagefs::oci::RunConfig;
+use std::path::Path;
+
+use berth_imagefs::build::write_busybox_layout;
 use berth_runtime::cgroup::CgroupParent;
 use berth_runtime::spec::Limits;
 use berth_runtime::{ContainerSpec, Exit, Runtime, Stdio};
@@ -38,15 +39,9 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed");
     let layout = dir.path().join("layout");
-    write_oci_layout(
-        &layout,
-        &busybox_entries(&bb, &["true", "sh"]),
-        RunConfig::default(),
-        "bb:1",
-    )
-    .unwrap();
+    write_busybox_layout(&layout, Path::new("/bin/busybox"), "bb:1")
+        .expect("busybox-static is installed");
     let store_dir = dir.path().join("store");
     let store = berth_imagefs::Store::open(&store_dir).unwrap();
     berth_imagefs::import(&store, &layout, &Default::default(), &mut |_| {}).unwrap();
