@@ -14,7 +14,7 @@ BERTH := target/release/berth
 DEMO_DIR := out/demo
 
 # Debian packages the build and the tests use (apt names).
-DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file crun runc
+DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file crun runc dnsmasq-base nftables iproute2
 
 export BERTH_INIT := $(abspath $(INIT))
 

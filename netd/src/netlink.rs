@@ -1,0 +1,566 @@
+//! A small synchronous rtnetlink client: links, addresses, routes, bridges and veth pairs.
+//!
+//! Messages are built and parsed with `netlink-packet-route` (the message layer of the
+//! `rtnetlink` crate) and sent over a blocking `netlink-sys` socket, one request at a
+//! time: PID 1's helpers and the container child are single-threaded, and an async
+//! runtime would cost more than every request it could overlap.
+//!
+//! A socket works in the network namespace it was created in, whatever namespace the
+//! process later enters; the container child relies on that to configure both ends of a
+//! veth pair.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::errno::Errno;
+
+/// What went wrong talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Open(#[source] io::Error),
+    #[error("netlink {op}: sending the request: {source}")]
+    Send {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink {op}: reading the reply: {source}")]
+    Recv {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink {op}: the kernel refused: {errno}")]
+    Kernel { op: &'static str, errno: Errno },
+    #[error("netlink {op}: cannot decode the kernel's reply: {detail}")]
+    Decode { op: &'static str, detail: String },
+    #[error("no network interface named {0:?}")]
+    NoSuchLink(String),
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused the request.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            NetlinkError::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// One network interface as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// The hardware address; empty for links without one (`lo` has zeros).
+    pub mac: Vec<u8>,
+    pub up: bool,
+    /// `IFF_LOOPBACK`.
+    pub loopback: bool,
+    /// The `IFLA_INFO_KIND` (`"veth"`, `"bridge"`, ...), empty for physical devices.
+    pub kind: String,
+    /// The bridge this link is a port of.
+    pub controller: Option<u32>,
+    pub mtu: u32,
+}
+
+impl Link {
+    /// True for a device that DHCP by default should try: ethernet-like, not loopback,
+    /// not one of berth's own bridges or veths.
+    pub fn is_physical_ethernet(&self) -> bool {
+        !self.loopback && self.kind.is_empty() && self.mac.len() == 6
+    }
+}
+
+/// An IPv4 route to add or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route4 {
+    pub destination: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub interface: u32,
+    /// The preferred source address (`src` in `ip route`).
+    pub source: Option<Ipv4Addr>,
+    pub metric: Option<u32>,
+}
+
+/// The far end of a veth pair: created directly in the namespace `netns`.
+#[derive(Debug, Clone, Copy)]
+pub struct VethPeer<'a> {
+    pub name: &'a str,
+    /// The interface index to give it there (0: let the kernel choose).
+    pub index: u32,
+    pub netns: BorrowedFd<'a>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A blocking NETLINK_ROUTE socket.
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's current network namespace.
+    pub fn open() -> Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Open)?;
+        socket.bind_auto().map_err(NetlinkError::Open)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Open)?;
+        set_cloexec(socket.as_raw_fd()).map_err(|e| NetlinkError::Open(e.into()))?;
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Sends `message` and waits for the kernel's acknowledgement.
+    fn request(
+        &mut self,
+        op: &'static str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<()> {
+        self.send(op, message, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        let seq = self.seq;
+        loop {
+            for reply in self.receive(op)? {
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                if let NetlinkPayload::Error(err) = reply.payload {
+                    return match err.code {
+                        None => Ok(()),
+                        Some(code) => Err(NetlinkError::Kernel {
+                            op,
+                            errno: Errno::from_raw(-code.get()),
+                        }),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends a dump request and collects every message until `NLMSG_DONE`.
+    fn dump(
+        &mut self,
+        op: &'static str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.send(op, message, NLM_F_REQUEST | NLM_F_DUMP)?;
+        let seq = self.seq;
+        let mut out = Vec::new();
+        loop {
+            for reply in self.receive(op)? {
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(err) => {
+                        if let Some(code) = err.code {
+                            return Err(NetlinkError::Kernel {
+                                op,
+                                errno: Errno::from_raw(-code.get()),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, op: &'static str, message: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        self.socket
+            .send(&bytes, 0)
+            .map_err(|source| NetlinkError::Send { op, source })?;
+        Ok(())
+    }
+
+    /// Reads one datagram and decodes the messages in it.
+    fn receive(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+        let n = loop {
+            match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(NetlinkError::Recv { op, source }),
+            }
+        };
+        let mut messages = Vec::new();
+        let mut rest = self.buf.get(..n).unwrap_or(&[]);
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if len < 16 || len > rest.len() {
+                return Err(NetlinkError::Decode {
+                    op,
+                    detail: format!("message length {len} in a {n}-byte datagram"),
+                });
+            }
+            let one = rest.get(..len).unwrap_or(&[]);
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one).map_err(|e| {
+                NetlinkError::Decode {
+                    op,
+                    detail: e.to_string(),
+                }
+            })?;
+            messages.push(message);
+            // Each message is padded to a multiple of 4 bytes.
+            rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        }
+        Ok(messages)
+    }
+
+    /// Every network interface.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let replies = self.dump(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link_from_message(&link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The interface named `name`.
+    pub fn link(&mut self, name: &str) -> Result<Link> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
+        self.send(
+            "get link",
+            RouteNetlinkMessage::GetLink(message),
+            NLM_F_REQUEST,
+        )?;
+        let seq = self.seq;
+        loop {
+            for reply in self.receive("get link")? {
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                        return Ok(link_from_message(&link))
+                    }
+                    NetlinkPayload::Error(err) => {
+                        let errno = err.code.map(|c| Errno::from_raw(-c.get()));
+                        return Err(match errno {
+                            Some(Errno::ENODEV) => NetlinkError::NoSuchLink(name.to_owned()),
+                            other => NetlinkError::Kernel {
+                                op: "get link",
+                                errno: other.unwrap_or(Errno::EIO),
+                            },
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sets a link up or down, and optionally its MTU and the bridge it is a port of.
+    pub fn set_link(
+        &mut self,
+        index: u32,
+        up: bool,
+        mtu: Option<u32>,
+        controller: Option<u32>,
+    ) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.header.change_mask = LinkFlags::Up;
+        if up {
+            message.header.flags = LinkFlags::Up;
+        }
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(controller) = controller {
+            message
+                .attributes
+                .push(LinkAttribute::Controller(controller));
+        }
+        self.request("set link", RouteNetlinkMessage::SetLink(message), 0)
+    }
+
+    /// Creates bridge `name` (up), or finds it if it exists; returns its index.
+    pub fn ensure_bridge(&mut self, name: &str) -> Result<u32> {
+        let mut message = LinkMessage::default();
+        message.header.flags = LinkFlags::Up;
+        message.header.change_mask = LinkFlags::Up;
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
+        message
+            .attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        match self.request(
+            "create bridge",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(())
+            | Err(NetlinkError::Kernel {
+                errno: Errno::EEXIST,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        let link = self.link(name)?;
+        if !link.up {
+            self.set_link(link.index, true, None, None)?;
+        }
+        Ok(link.index)
+    }
+
+    /// Creates a veth pair: this end, named `name` and up, in this socket's namespace,
+    /// and the peer (down) directly in `peer.netns`, in one request; then puts this end on the
+    /// bridge `controller` (the kernel refuses a controller in the creating request).
+    /// Nothing is moved between namespaces.
+    pub fn create_veth(
+        &mut self,
+        name: &str,
+        controller: Option<u32>,
+        mtu: u32,
+        peer: &VethPeer<'_>,
+    ) -> Result<()> {
+        let mut far = LinkMessage::default();
+        // The peer stays down: the kernel configures it before the pair is linked, and
+        // a veth cannot open without its peer (ENOTCONN). Its namespace brings it up.
+        far.header.index = peer.index;
+        far.attributes
+            .push(LinkAttribute::IfName(peer.name.to_owned()));
+        far.attributes
+            .push(LinkAttribute::NetNsFd(peer.netns.as_raw_fd()));
+        far.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(mac) = peer.mac {
+            far.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        let mut near = LinkMessage::default();
+        near.header.flags = LinkFlags::Up;
+        near.header.change_mask = LinkFlags::Up;
+        near.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        near.attributes.push(LinkAttribute::Mtu(mtu));
+        near.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))),
+        ]));
+        self.request(
+            "create veth",
+            RouteNetlinkMessage::NewLink(near),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        if let Some(controller) = controller {
+            let mut message = LinkMessage::default();
+            message
+                .attributes
+                .push(LinkAttribute::IfName(name.to_owned()));
+            message
+                .attributes
+                .push(LinkAttribute::Controller(controller));
+            self.request(
+                "attach veth to bridge",
+                RouteNetlinkMessage::SetLink(message),
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a link (and, for a veth, its peer).
+    pub fn delete_link(&mut self, index: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        self.request("delete link", RouteNetlinkMessage::DelLink(message), 0)
+    }
+
+    /// Adds `address/prefix` to interface `index`, replacing the same address if present.
+    pub fn add_address(&mut self, index: u32, address: IpAddr, prefix: u8) -> Result<()> {
+        let message = address_message(index, address, prefix);
+        self.request(
+            "add address",
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes `address/prefix` from interface `index`.
+    pub fn delete_address(&mut self, index: u32, address: IpAddr, prefix: u8) -> Result<()> {
+        let message = address_message(index, address, prefix);
+        self.request(
+            "delete address",
+            RouteNetlinkMessage::DelAddress(message),
+            0,
+        )
+    }
+
+    /// The IPv4 addresses of interface `index`, with their prefix lengths.
+    pub fn addresses4(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.dump("list addresses", RouteNetlinkMessage::GetAddress(query))?;
+        let mut out = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(m) = reply else {
+                continue;
+            };
+            if m.header.index != index {
+                continue;
+            }
+            for attr in &m.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
+                    out.push((*a, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) an IPv4 route.
+    pub fn add_route(&mut self, route: &Route4) -> Result<()> {
+        self.request(
+            "add route",
+            RouteNetlinkMessage::NewRoute(route_message(route)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Removes an IPv4 route.
+    pub fn delete_route(&mut self, route: &Route4) -> Result<()> {
+        self.request(
+            "delete route",
+            RouteNetlinkMessage::DelRoute(route_message(route)),
+            0,
+        )
+    }
+}
+
+fn set_cloexec(fd: i32) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
+}
+
+fn link_from_message(message: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        mac: Vec::new(),
+        up: message.header.flags.contains(LinkFlags::Up),
+        loopback: message.header.flags.contains(LinkFlags::Loopback),
+        kind: String::new(),
+        controller: None,
+        mtu: 0,
+    };
+    for attr in &message.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Address(mac) => link.mac = mac.clone(),
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = kind.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn address_message(index: u32, address: IpAddr, prefix: u8) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = match address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.prefix_len = prefix;
+    message.header.index = index;
+    message.attributes.push(AddressAttribute::Local(address));
+    message.attributes.push(AddressAttribute::Address(address));
+    if let IpAddr::V4(v4) = address {
+        message
+            .attributes
+            .push(AddressAttribute::Broadcast(crate::addr::broadcast(
+                v4, prefix,
+            )));
+    }
+    message
+}
+
+fn route_message(route: &Route4) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.destination_prefix_length = route.prefix;
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::Static;
+    message.header.kind = RouteType::Unicast;
+    message.header.scope = if route.gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    if route.prefix > 0 {
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                route.destination,
+            )));
+    }
+    if let Some(gw) = route.gateway {
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    if let Some(src) = route.source {
+        message
+            .attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+    }
+    if let Some(metric) = route.metric {
+        message.attributes.push(RouteAttribute::Priority(metric));
+    }
+    message
+        .attributes
+        .push(RouteAttribute::Oif(route.interface));
+    message
+}
