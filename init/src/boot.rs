@@ -28,6 +28,7 @@ use crate::images;
 use crate::klog::boot_ms;
 use crate::modules::{running_kernel_dir, LoadOutcome, ModuleLoader};
 use crate::mounts;
+use crate::network::{self, Netd};
 use crate::power_button;
 use crate::reaper::reap_all;
 use crate::shutdown::{shutdown, Action};
@@ -107,12 +108,27 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         ),
     }
 
-    let mut supervisor = Supervisor::new(&config.containers, container_runtime());
+    let mut netd = Netd::start();
+    let bridge = if network::uses_bridge(&config) {
+        network::prepare_bridge(&config, Path::new(network::IPAM_DIR))
+    } else {
+        Ok(Default::default())
+    };
+    if let Err(e) = &bridge {
+        log::error!("container bridge network: {e}");
+    }
+    let mut supervisor = Supervisor::new(&config.containers, container_runtime(), &bridge);
     let mut importer = Importer::start(config.images.len());
     if importer.done() {
         supervisor.set_images_ready();
     }
-    let action = wait_for_request(&mut signals, &mut buttons, &mut supervisor, &mut importer);
+    let action = wait_for_request(
+        &mut signals,
+        &mut buttons,
+        &mut supervisor,
+        &mut importer,
+        &mut netd,
+    );
     if !supervisor.is_empty() {
         supervisor.stop_all(Some(&mut signals));
     }
@@ -242,9 +258,15 @@ fn load_modules(config: &HostConfig) {
     } else {
         CONTAINER_MODULES
     };
+    let for_bridge = if network::uses_bridge(config) {
+        network::BRIDGE_MODULES
+    } else {
+        &[][..]
+    };
     for name in configured
         .chain(OWN_MODULES.iter().copied())
         .chain(for_containers.iter().copied())
+        .chain(for_bridge.iter().copied())
     {
         match loader.load(name) {
             Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
@@ -280,10 +302,16 @@ fn wait_for_request(
     buttons: &mut Vec<File>,
     supervisor: &mut Supervisor,
     importer: &mut Importer,
+    netd: &mut Netd,
 ) -> Action {
     loop {
+        netd.tick(Instant::now());
         supervisor.tick(Instant::now());
-        let timeout = match supervisor.next_deadline() {
+        let deadline = match (supervisor.next_deadline(), netd.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
                 let ms = at
@@ -294,9 +322,12 @@ fn wait_for_request(
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signal_ready, button_events, log_ready) = {
+        let (signal_ready, button_events, log_ready, netd_ready) = {
             use std::os::fd::AsFd;
+            let netd_fd = netd.output_fd();
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            fds.extend(netd_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            let base = fds.len();
             fds.extend(
                 buttons
                     .iter()
@@ -318,23 +349,35 @@ fn wait_for_request(
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
                 .collect();
             let signal_ready = events.first().is_some_and(|e| !e.is_empty());
-            let button_events = events.get(1..1 + buttons.len()).unwrap_or(&[]).to_vec();
-            let log_events = events.get(1 + buttons.len()..).unwrap_or(&[]);
+            let netd_ready = base == 2 && events.get(1).is_some_and(|e| !e.is_empty());
+            let button_events = events
+                .get(base..base + buttons.len())
+                .unwrap_or(&[])
+                .to_vec();
+            let log_events = events.get(base + buttons.len()..).unwrap_or(&[]);
             let log_ready: Vec<usize> = logs
                 .iter()
                 .zip(log_events)
                 .filter(|(_, e)| !e.is_empty())
                 .map(|((i, _), _)| *i)
                 .collect();
-            (signal_ready, button_events, log_ready)
+            (signal_ready, button_events, log_ready, netd_ready)
         };
+        if netd_ready {
+            for report in netd.on_output() {
+                match report {
+                    network::Report::Online(_) => supervisor.set_network_online(),
+                    network::Report::Offline(iface) => log::warn!("netd: {iface} lost its address"),
+                }
+            }
+        }
         for i in log_ready {
             supervisor.on_log_ready(i);
         }
         if signal_ready {
             for signal in signals.drain() {
                 match request_for(signal) {
-                    Request::Reap => reap(supervisor, importer),
+                    Request::Reap => reap(supervisor, importer, netd),
                     Request::PowerOff => {
                         log::info!("{signal} received: power-off");
                         return Action::PowerOff;
@@ -365,9 +408,9 @@ fn wait_for_request(
     }
 }
 
-fn reap(supervisor: &mut Supervisor, importer: &mut Importer) {
+fn reap(supervisor: &mut Supervisor, importer: &mut Importer, netd: &mut Netd) {
     for (pid, status) in reap_all().exited {
-        if supervisor.on_exit(pid, status) {
+        if supervisor.on_exit(pid, status) || netd.on_exit(pid, status, false) {
             continue;
         }
         match importer.on_exit(pid, status) {

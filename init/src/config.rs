@@ -67,6 +67,9 @@ pub struct HostConfig {
     /// Containers PID 1 runs (`[[container]]`).
     #[serde(default, rename = "container")]
     pub containers: Vec<ContainerConfig>,
+    /// The host's interfaces and the container bridge (`[network]`).
+    #[serde(default)]
+    pub network: berth_netd::config::NetworkConfig,
 }
 
 /// The `[shutdown]` table.
@@ -145,6 +148,7 @@ impl Default for HostConfig {
             shutdown: ShutdownConfig::default(),
             images: Vec::new(),
             containers: Vec::new(),
+            network: Default::default(),
         }
     }
 }
@@ -350,6 +354,16 @@ impl HostConfig {
             let key = if key == "." { String::new() } else { key };
             invalid(path, text, &key, e.inner())
         })?;
+        for (i, interface) in config.network.interfaces.iter().enumerate() {
+            interface
+                .validate()
+                .map_err(|message| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: line_of_table(text, "network.interface", i),
+                    key: format!("network.interface[{i}]"),
+                    message,
+                })?;
+        }
         check_containers(&config.containers).map_err(|e| {
             let table = e
                 .key
@@ -590,9 +604,9 @@ network = "host"
             ),
             (
                 "network = \"host\"",
-                "network = \"bridge\"",
+                "network = \"overlay\"",
                 "container[1].network",
-                "expected \"none\" or \"host\"",
+                "expected \"bridge\", \"none\" or \"host\"",
             ),
             (
                 "pids = 256",

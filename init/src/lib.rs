@@ -15,6 +15,7 @@ pub mod logs;
 pub mod modindex;
 pub mod modules;
 pub mod mounts;
+pub mod network;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;

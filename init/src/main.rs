@@ -1,9 +1,14 @@
 //! `berth-init`, the PID 1 of a berth host. A thin shell: the work is in the library.
 
-use berth_init::{boot, images, klog, shutdown};
+use berth_init::{boot, images, klog, network, shutdown};
 
 fn main() {
     let exec_ms = klog::boot_ms();
+    // PID 1 starts this binary again to run netd, which parses DHCP replies, outside
+    // PID 1; netd's stdout is its status pipe, so it sets up its own logging.
+    if std::env::args().nth(1).as_deref() == Some(network::NETD_ARG) {
+        std::process::exit(network::netd_main());
+    }
     klog::init(log::LevelFilter::Info);
     // PID 1 starts this binary again to import baked images outside PID 1.
     if std::env::args().nth(1).as_deref() == Some(images::IMPORT_ARG) {

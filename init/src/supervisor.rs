@@ -15,10 +15,13 @@
 //! Backoff: 100 ms, doubling per restart, capped at 30 s, back to 100 ms once a run
 //! has lasted 10 s. A crash loop thus costs at most one start per 30 s.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use berth_netd::container::Attachment;
+use berth_runtime::spec::Network;
 use berth_runtime::{ContainerSpec, Exit, Running, Runtime, Stdio};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -28,7 +31,7 @@ use nix::unistd::Pid;
 use crate::logs::{output_pipe, LogSink};
 use crate::reaper::reap_all;
 use crate::signals::Signals;
-use crate::workload::ContainerConfig;
+use crate::workload::{ContainerConfig, NetworkMode, NETWORK_ONLINE};
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -89,6 +92,8 @@ pub struct Supervisor {
     runtime: Result<Runtime, String>,
     units: Vec<Unit>,
     images_ready: bool,
+    /// netd reported an address (the `network-online` pseudo-dependency).
+    network_online: bool,
     /// Whether the "all started" line was logged.
     reported_started: bool,
 }
@@ -96,7 +101,14 @@ pub struct Supervisor {
 impl Supervisor {
     /// `runtime` is an error when the machine cannot run containers (no cgroup2);
     /// each container then reports that error instead of starting.
-    pub fn new(containers: &[ContainerConfig], runtime: Result<Runtime, String>) -> Supervisor {
+    ///
+    /// `bridge` holds each bridge container's attachment (address, peers), or why the
+    /// bridge network could not be prepared; those containers then report it.
+    pub fn new(
+        containers: &[ContainerConfig],
+        runtime: Result<Runtime, String>,
+        bridge: &Result<BTreeMap<String, Attachment>, String>,
+    ) -> Supervisor {
         let state = runtime
             .as_ref()
             .map(|r| r.state.clone())
@@ -104,7 +116,18 @@ impl Supervisor {
         let units = containers
             .iter()
             .map(|c| {
-                let spec = c.spec();
+                let mut spec = c.spec();
+                let mut initial = State::Waiting;
+                if c.network == NetworkMode::Bridge {
+                    match bridge.as_ref().map(|b| b.get(&spec.name)) {
+                        Ok(Some(a)) => spec.network = Network::Bridge(a.clone()),
+                        Ok(None) => initial = State::Done,
+                        Err(e) => {
+                            log::error!("container {}: no bridge network: {e}", spec.name);
+                            initial = State::Done;
+                        }
+                    }
+                }
                 let dir = state.join("containers").join(&spec.name);
                 if let Err(e) = std::fs::create_dir_all(&dir) {
                     log::warn!("container {}: {}: {e}", spec.name, dir.display());
@@ -113,7 +136,7 @@ impl Supervisor {
                     log: LogSink::new(&spec.name, dir.join("log"), c.log_console),
                     config: c.clone(),
                     spec,
-                    state: State::Waiting,
+                    state: initial,
                     restarts: 0,
                     last_delay: Duration::ZERO,
                     pipe: None,
@@ -124,6 +147,7 @@ impl Supervisor {
             runtime,
             units,
             images_ready: false,
+            network_online: false,
             reported_started: false,
         }
     }
@@ -137,12 +161,20 @@ impl Supervisor {
         self.images_ready = true;
     }
 
+    /// Marks the host as online: containers depending on `network-online` may start.
+    pub fn set_network_online(&mut self) {
+        if !self.network_online {
+            self.network_online = true;
+            log::info!("network online");
+        }
+    }
+
     fn deps_running(&self, i: usize) -> bool {
         self.units.get(i).is_some_and(|u| {
-            u.config
-                .depends_on
-                .iter()
-                .all(|d| self.units.iter().any(|o| o.name() == d.0 && o.is_running()))
+            u.config.depends_on.iter().all(|d| {
+                (d.0 == NETWORK_ONLINE && self.network_online)
+                    || self.units.iter().any(|o| o.name() == d.0 && o.is_running())
+            })
         })
     }
 

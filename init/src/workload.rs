@@ -155,19 +155,81 @@ impl<'de> Deserialize<'de> for Cpus {
     }
 }
 
-/// `"none"` or `"host"` (bridge networking comes with netd).
+/// `"bridge"` (the default: `eth0` on the `[network.bridge]`), `"none"` (loopback only)
+/// or `"host"` (the host's own network namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NetworkMode(pub Network);
+pub enum NetworkMode {
+    #[default]
+    Bridge,
+    None,
+    Host,
+}
 
 impl<'de> Deserialize<'de> for NetworkMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match String::deserialize(d)?.as_str() {
-            "none" => Ok(NetworkMode(Network::None)),
-            "host" => Ok(NetworkMode(Network::Host)),
+            "bridge" => Ok(NetworkMode::Bridge),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
             other => Err(de::Error::custom(format!(
-                "network {other:?}: expected \"none\" or \"host\""
+                "network {other:?}: expected \"bridge\", \"none\" or \"host\""
             ))),
         }
+    }
+}
+
+/// The pseudo-dependency satisfied once the host has an address (netd's first lease or
+/// static address).
+pub const NETWORK_ONLINE: &str = "network-online";
+
+/// A published port: `"8080:80"`, `"5353:53/udp"`, `"127.0.0.1:9000:9000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: berth_netd::nft::Protocol,
+}
+
+impl PortSpec {
+    pub fn parse(text: &str) -> Result<PortSpec, String> {
+        use berth_netd::nft::Protocol;
+        let bad = || {
+            format!("port {text:?} is not valid: write \"HOST:CONTAINER\", \"HOST:CONTAINER/udp\" or \"IP:HOST:CONTAINER\" with ports 1 to 65535")
+        };
+        let (ports, protocol) = match text.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Protocol::Tcp),
+            Some((p, "udp")) => (p, Protocol::Udp),
+            Some(_) => return Err(bad()),
+            None => (text, Protocol::Tcp),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (ip, host, container) = match parts.as_slice() {
+            [h, c] => (None, *h, *c),
+            [ip, h, c] => (Some(ip.parse().map_err(|_| bad())?), *h, *c),
+            _ => return Err(bad()),
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => Err(bad()),
+                Ok(n) => Ok(n),
+            }
+        };
+        Ok(PortSpec {
+            host_ip: ip,
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PortSpec::parse(&String::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 
@@ -220,6 +282,9 @@ pub struct ContainerConfig {
     pub cap_drop: Vec<CapName>,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Published ports (bridge network only).
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
     /// Mirror the container's output to the console.
     #[serde(default = "yes")]
     pub log_console: bool,
@@ -266,11 +331,39 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
                 return err(format!("container[{i}].env"), e.to_string());
             }
         }
+        if !c.ports.is_empty() && c.network != NetworkMode::Bridge {
+            return err(
+                format!("container[{i}].ports"),
+                "ports are published only from network = \"bridge\"".into(),
+            );
+        }
+        if c.name.0 == NETWORK_ONLINE {
+            return err(
+                format!("container[{i}].name"),
+                format!("{NETWORK_ONLINE:?} is reserved for the depends_on pseudo-dependency"),
+            );
+        }
         if c.cap_add.iter().any(|cap| cap.0.is_none()) {
             return err(
                 format!("container[{i}].cap_add"),
                 "\"ALL\" cannot be added: name the capabilities".into(),
             );
+        }
+    }
+    let mut published = BTreeMap::new();
+    for (i, c) in containers.iter().enumerate() {
+        for p in &c.ports {
+            if let Some(other) = published.insert((p.host_ip, p.host_port, p.protocol.as_str()), i)
+            {
+                return err(
+                    format!("container[{i}].ports"),
+                    format!(
+                        "host port {}/{} is already published by container[{other}]",
+                        p.host_port,
+                        p.protocol.as_str()
+                    ),
+                );
+            }
         }
     }
     for (i, c) in containers.iter().enumerate() {
@@ -280,6 +373,9 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
                     format!("container[{i}].depends_on"),
                     format!("{:?} depends on itself", c.name.0),
                 );
+            }
+            if dep.0 == NETWORK_ONLINE {
+                continue;
             }
             if !index.contains_key(dep.0.as_str()) {
                 return err(
@@ -379,7 +475,11 @@ impl ContainerConfig {
             workdir: self.workdir.as_ref().map(|w| w.0.clone()),
             user: self.user.as_ref().map(|u| u.0.clone()),
             hostname: self.hostname.as_ref().map(|h| h.as_str().to_string()),
-            network: self.network.0,
+            // The bridge attachment (address, peers) is the supervisor's to fill in.
+            network: match self.network {
+                NetworkMode::Host => Network::Host,
+                NetworkMode::None | NetworkMode::Bridge => Network::None,
+            },
             read_only: self.read_only,
             volumes: self.volumes.iter().map(|v| v.0.clone()).collect(),
             tmpfs: self.tmpfs.iter().map(|t| t.0.clone()).collect(),
@@ -392,6 +492,23 @@ impl ContainerConfig {
                 cpus: self.cpus.map(|c| f64::from(c.0) / 1000.0),
                 pids: self.pids.as_ref().map(|p| p.0),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_and_mistakes_are_named() {
+        let p = PortSpec::parse("127.0.0.1:9000:90/udp").unwrap();
+        assert_eq!(p.host_ip, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!((p.host_port, p.container_port), (9000, 90));
+        assert_eq!(p.protocol, berth_netd::nft::Protocol::Udp);
+        assert_eq!(PortSpec::parse("8080:80").unwrap().protocol.as_str(), "tcp");
+        for bad in ["80", "0:80", "8080:80/sctp", "x:80", "1.2.3:80:80", "8080:+80", "70000:80", ":80"] {
+            assert!(PortSpec::parse(bad).is_err(), "{bad} parsed");
         }
     }
 }

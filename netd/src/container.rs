@@ -40,6 +40,8 @@ pub enum AttachError {
     Veth(#[source] NetlinkError),
     #[error("configuring {INTERFACE} inside the container: {0}")]
     Inside(#[source] NetlinkError),
+    #[error("no netlink socket in the host's namespace was passed to the container")]
+    NoSocket,
 }
 
 /// A stable MAC for an address (`02:b3` and the four octets, locally administered), so a

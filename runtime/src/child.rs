@@ -79,11 +79,15 @@ pub enum ChildError {
     Exec { path: String, source: nix::Error },
     #[error("starting the container's init reaper: {0}")]
     Fork(nix::Error),
+    #[error("joining the bridge network: {0}")]
+    Network(#[source] berth_netd::container::AttachError),
 }
 
 /// Everything the child needs, prepared by the parent before `clone3`.
 pub struct Setup<'a> {
     pub spec: &'a ContainerSpec,
+    /// For a bridge network: a netlink socket in the host's namespace.
+    pub netlink: Option<berth_netd::netlink::Netlink>,
     pub store_root: &'a Path,
     pub rootfs: &'a Path,
     pub upper: Upper,
@@ -97,9 +101,10 @@ pub struct Setup<'a> {
 }
 
 /// Runs in the child; never returns.
-pub fn run(setup: Setup<'_>) -> ! {
+pub fn run(mut setup: Setup<'_>) -> ! {
+    let netlink = setup.netlink.take();
     let sync = setup.sync.as_fd();
-    let err = match setup_and_exec(&setup, sync) {
+    let err = match setup_and_exec(&setup, netlink, sync) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -119,7 +124,11 @@ fn ns(step: &'static str) -> impl Fn(nix::Error) -> ChildError {
     move |source| ChildError::Namespace { step, source }
 }
 
-fn setup_and_exec(s: &Setup<'_>, sync: BorrowedFd<'_>) -> Result<Infallible, ChildError> {
+fn setup_and_exec(
+    s: &Setup<'_>,
+    netlink: Option<berth_netd::netlink::Netlink>,
+    sync: BorrowedFd<'_>,
+) -> Result<Infallible, ChildError> {
     let spec = s.spec;
     nix::sys::prctl::set_dumpable(false).map_err(ns("prctl(PR_SET_DUMPABLE)"))?;
     for (target, fd) in s.stdio.iter().enumerate() {
@@ -139,8 +148,17 @@ fn setup_and_exec(s: &Setup<'_>, sync: BorrowedFd<'_>) -> Result<Infallible, Chi
     )
     .map_err(ns("making mounts private"))?;
     nix::unistd::sethostname(spec.hostname()).map_err(ns("sethostname"))?;
-    if spec.network == Network::None {
-        sys::set_link_up("lo").map_err(ns("bringing up loopback"))?;
+    match (&spec.network, netlink) {
+        (Network::None, _) => sys::set_link_up("lo").map_err(ns("bringing up loopback"))?,
+        (Network::Host, _) => {}
+        (Network::Bridge(attachment), Some(mut host)) => {
+            berth_netd::container::attach(&mut host, attachment).map_err(ChildError::Network)?
+        }
+        (Network::Bridge(_), None) => {
+            return Err(ChildError::Network(
+                berth_netd::container::AttachError::NoSocket,
+            ))
+        }
     }
 
     // The image: resolve, take a gc hold, mount the overlay.

@@ -25,6 +25,8 @@ use crate::cgroup::{CgroupError, CgroupParent, Leaf};
 use crate::child::{self, Setup};
 use crate::spec::{ContainerSpec, Network, VolumeSource};
 use crate::sys::{self, Forked};
+use berth_netd::container::{container_resolv_conf, hosts_file};
+use berth_netd::netlink::Netlink;
 
 /// How long a child may take from `clone3` to `execve` before it is killed.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +35,8 @@ const MAX_REPORT: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("opening a netlink socket for the bridge network: {0}")]
+    Netlink(#[source] berth_netd::netlink::NetlinkError),
     #[error("preparing {path}: {source}")]
     StateDir { path: PathBuf, source: io::Error },
     #[error("a container named {name} already exists ({path}); remove it or choose another name")]
@@ -166,17 +170,18 @@ impl Runtime {
             dir.join("resolv.conf"),
         ];
         let hostname = spec.hostname();
-        let resolv = match spec.network {
-            Network::Host => read_small("/etc/resolv.conf"),
-            Network::None => String::new(),
-        };
-        let contents = [
-            format!("{hostname}\n"),
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        let (resolv, hosts) = match &spec.network {
+            Network::Host => (
+                read_small("/etc/resolv.conf"),
+                hosts_file(hostname, None, &[]),
             ),
-            resolv,
-        ];
+            Network::None => (String::new(), hosts_file(hostname, None, &[])),
+            Network::Bridge(a) => (
+                container_resolv_conf(&read_small("/etc/resolv.conf")),
+                hosts_file(hostname, Some(a.address), &a.peers),
+            ),
+        };
+        let contents = [format!("{hostname}\n"), hosts, resolv];
         for (path, text) in etc_files.iter().zip(&contents) {
             std::fs::write(path, text).map_err(state_err(path))?;
         }
@@ -203,7 +208,13 @@ impl Runtime {
         let (sync_read, sync_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Pipe)?;
         let raw = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| f.as_raw_fd() as RawFd);
+        // A socket in the host's namespace for the child to create its veth pair with.
+        let netlink = match &spec.network {
+            Network::Bridge(_) => Some(Netlink::open().map_err(StartError::Netlink)?),
+            _ => None,
+        };
         let setup = Setup {
+            netlink,
             spec,
             store_root: &self.store,
             rootfs: &rootfs,
@@ -215,7 +226,7 @@ impl Runtime {
         };
         let mut namespaces =
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-        if spec.network == Network::None {
+        if spec.network != Network::Host {
             namespaces |= libc::CLONE_NEWNET;
         }
         let started = Instant::now();

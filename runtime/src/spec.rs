@@ -41,13 +41,15 @@ pub enum SpecError {
     Empty(&'static str),
 }
 
-/// Network mode before netd: a private, empty network namespace (loopback only) or
-/// the host's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The container's network: a private namespace with only loopback, the host's
+/// namespace, or a private namespace joined to a bridge (`eth0`, an address, a default
+/// route through the bridge).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
     #[default]
     None,
     Host,
+    Bridge(berth_netd::container::Attachment),
 }
 
 /// Resource limits, written to the container's cgroup before it starts.
