@@ -2,8 +2,9 @@
 #
 #   make demo    build the berth tool, PID 1 and the demo image, and boot it in QEMU
 #   make test    install what is missing, then run every test tier
-#   make bench   boot-time and size figures beside a trivial /init on the same kernel, and
-#                layer unpack throughput beside GNU tar
+#   make bench   boot-time and size figures beside a trivial /init on the same kernel, the
+#                DHCP lease time, layer unpack throughput beside GNU tar, container start
+#                beside crun and runc, and container network setup beside `ip`
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -46,11 +47,12 @@ berth:
 
 demo-image: deps init berth
 	$(BERTH) kernel fetch || { apt-get update -qq && $(BERTH) kernel fetch; }
+	$(BERTH) image busybox examples/images/busybox.oci
 	$(BERTH) build examples/demo.toml -o $(DEMO_DIR) --init $(INIT)
 
 demo: demo-image
-	@echo "booting the demo host; power it off with 'ctrl-a x' (quit QEMU)"
-	$(BERTH) boot $(DEMO_DIR)
+	@echo "booting the demo host: http://localhost:8080 is served by its web container; quit QEMU with 'ctrl-a x'"
+	$(BERTH) boot $(DEMO_DIR) -p 8080:80
 
 # The pinned kernel, fetched into the cache up front; a stale apt list is refreshed once.
 BERTH_DEBUG := $(CARGO) run --locked -q -p berth-buildroot --bin berth --
@@ -75,6 +77,7 @@ bench: deps init floor-init kernel
 	$(CARGO) run --release --locked -p berth-imagefs --example bench_unpack
 	$(CARGO) build --release --locked -p berth-buildroot
 	$(CARGO) run --release --locked -p berth-buildroot --example bench_run
+	$(CARGO) run --release --locked -p berth-netd --example bench_network
 
 clean:
 	$(CARGO) clean

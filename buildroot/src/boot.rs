@@ -58,8 +58,81 @@ pub struct BootOptions {
     /// Extra kernel command-line parameters.
     pub append: Option<String>,
     pub qemu: PathBuf,
+    /// Ports forwarded from this machine into the guest (QEMU user network).
+    pub publish: Vec<Publish>,
+    /// No network device at all (`-nic none`).
+    pub no_network: bool,
     /// Extra QEMU arguments, appended last.
     pub extra: Vec<OsString>,
+}
+
+/// A port forwarded from this machine into the guest: `-p [IP:]HOST:GUEST[/udp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub udp: bool,
+    /// The local address to listen on; `None`: every address, as `docker run -p` does.
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl std::str::FromStr for Publish {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Publish, String> {
+        let bad = || {
+            format!(
+                "{text:?}: write HOST:GUEST, IP:HOST:GUEST, or either with /udp (ports 1 to 65535)"
+            )
+        };
+        let (ports, udp) = match text.rsplit_once('/') {
+            Some((p, "udp")) => (p, true),
+            Some((p, "tcp")) => (p, false),
+            Some(_) => return Err(bad()),
+            None => (text, false),
+        };
+        let port = |p: &str| match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(bad()),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (host_ip, host, guest) = match parts.as_slice() {
+            [h, g] => (None, *h, *g),
+            [ip, h, g] => (Some(ip.parse().map_err(|_| bad())?), *h, *g),
+            _ => return Err(bad()),
+        };
+        Ok(Publish {
+            udp,
+            host_ip,
+            host_port: port(host)?,
+            guest_port: port(guest)?,
+        })
+    }
+}
+
+impl Publish {
+    /// The `hostfwd=` rule for QEMU's `-nic user`.
+    fn hostfwd(&self) -> String {
+        format!(
+            "hostfwd={}:{}:{}-:{}",
+            if self.udp { "udp" } else { "tcp" },
+            self.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            self.host_port,
+            self.guest_port
+        )
+    }
+}
+
+/// The `-nic` argument: a virtio NIC on QEMU's user network with the forwards.
+fn nic(opts: &BootOptions) -> String {
+    if opts.no_network {
+        return "none".into();
+    }
+    let mut nic = String::from("user,model=virtio-net-pci");
+    for p in &opts.publish {
+        nic.push(',');
+        nic.push_str(&p.hostfwd());
+    }
+    nic
 }
 
 /// Why a boot failed.
@@ -99,6 +172,8 @@ pub fn qemu_command(opts: &BootOptions) -> Exec {
         .arg("-append")
         .arg(append)
         .args(["-device", "pvpanic", "-action", "panic=exit-failure"])
+        .arg("-nic")
+        .arg(nic(opts))
         .args(opts.extra.iter().cloned())
 }
 
@@ -138,6 +213,8 @@ mod tests {
             accel: Accel::default(),
             append: None,
             qemu: PathBuf::from(DEFAULT_QEMU),
+            publish: Vec::new(),
+            no_network: false,
             extra: Vec::new(),
         }
     }
@@ -171,9 +248,44 @@ mod tests {
                 "-device",
                 "pvpanic",
                 "-action",
-                "panic=exit-failure"
+                "panic=exit-failure",
+                "-nic",
+                "user,model=virtio-net-pci"
             ]
         );
+    }
+
+    #[test]
+    fn published_ports_become_hostfwd_rules() {
+        let o = BootOptions {
+            publish: ["8080:80", "127.0.0.1:5353:53/udp"]
+                .iter()
+                .map(|p| p.parse().unwrap())
+                .collect(),
+            ..opts()
+        };
+        let a = args(&qemu_command(&o));
+        let i = a.iter().position(|x| x == "-nic").unwrap();
+        assert_eq!(
+            a[i + 1],
+            "user,model=virtio-net-pci,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:5353-:53"
+        );
+        let none = BootOptions {
+            no_network: true,
+            ..opts()
+        };
+        let a = args(&qemu_command(&none));
+        assert!(a.windows(2).any(|w| w == ["-nic", "none"]), "{a:?}");
+        for bad in [
+            "80",
+            "0:80",
+            "8080:80/sctp",
+            "a:1:2",
+            "8080:80,hostfwd=tcp::22-:22",
+            "1:2:3:4",
+        ] {
+            assert!(bad.parse::<Publish>().is_err(), "{bad} parsed");
+        }
     }
 
     #[test]

@@ -82,7 +82,13 @@ QEMU by hand with Ctrl-A X.
 Examples:
   berth boot out/
   berth boot out/ --append 'berth.hostname=test loglevel=7'
-  timeout 60 berth boot out/ --memory 512 -- -smp 2"
+  timeout 60 berth boot out/ --memory 512 -- -smp 2
+  berth boot out/ -p 8080:80          # http://localhost:8080 reaches the guest's port 80
+  berth boot out/ -p 127.0.0.1:5353:53/udp
+
+The guest gets a virtio NIC on QEMU's user network (DHCP gives it 10.0.2.15; this \
+machine is 10.0.2.2 to it). A published guest port is usually a container's published \
+port (`ports = [\"80:80\"]` in its [[container]])."
     )]
     Boot {
         /// The directory `berth build` wrote.
@@ -99,6 +105,12 @@ Examples:
         /// The QEMU binary.
         #[arg(long, value_name = "PATH", default_value = boot::DEFAULT_QEMU)]
         qemu: PathBuf,
+        /// Forward a port of this machine to the guest: [IP:]HOST:GUEST[/udp]; repeatable.
+        #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST[/udp]")]
+        publish: Vec<boot::Publish>,
+        /// Boot without a network device.
+        #[arg(long, conflicts_with = "publish")]
+        no_network: bool,
         /// Extra QEMU arguments, after `--`.
         #[arg(last = true, value_name = "QEMU ARGS")]
         extra: Vec<OsString>,
@@ -186,6 +198,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             accel,
             append,
             qemu,
+            publish,
+            no_network,
             extra,
         } => boot::boot(&BootOptions {
             dir,
@@ -193,6 +207,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             accel,
             append,
             qemu,
+            publish,
+            no_network,
             extra,
         })
         .map(|()| ExitCode::SUCCESS)

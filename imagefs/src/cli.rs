@@ -81,6 +81,18 @@ pub enum ImageCommand {
         /// The mount point.
         dir: PathBuf,
     },
+    /// Write a one-layer OCI image layout holding a static busybox and its applet
+    /// links (Debian's busybox-static), byte-for-byte reproducible. Touches no store.
+    Busybox {
+        /// The layout directory to write (replaced if it exists).
+        out: PathBuf,
+        /// The static busybox binary.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// The ref name recorded in the layout's index.
+        #[arg(long, default_value = "busybox:latest")]
+        name: String,
+    },
 }
 
 fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -111,6 +123,18 @@ fn json_out(v: &impl serde::Serialize) -> Result<(), AnyError> {
 }
 
 fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
+    if let ImageCommand::Busybox { out, busybox, name } = &args.command {
+        if out.exists() {
+            std::fs::remove_dir_all(out)?;
+        }
+        let digest = crate::build::write_busybox_layout(out, busybox, name)?;
+        if args.json {
+            json_out(&serde_json::json!({ "layout": out, "manifest": digest.to_string() }))?;
+        } else {
+            println!("wrote {} ({name}, manifest {digest})", out.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = Store::open(&args.store)?;
     match &args.command {
         ImageCommand::Import {
@@ -260,6 +284,7 @@ fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
                 );
             }
         }
+        ImageCommand::Busybox { .. } => {}
         ImageCommand::Umount { dir } => {
             mount::umount_image(&store, dir)?;
             if args.json {

@@ -110,6 +110,8 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
 
     let mut netd = Netd::start();
     let bridge = if network::uses_bridge(&config) {
+        // After "ready": the bridge and NAT modules are needed only by containers.
+        load_bridge_modules();
         network::prepare_bridge(&config, Path::new(network::IPAM_DIR))
     } else {
         Ok(Default::default())
@@ -258,15 +260,9 @@ fn load_modules(config: &HostConfig) {
     } else {
         CONTAINER_MODULES
     };
-    let for_bridge = if network::uses_bridge(config) {
-        network::BRIDGE_MODULES
-    } else {
-        &[][..]
-    };
     for name in configured
         .chain(OWN_MODULES.iter().copied())
         .chain(for_containers.iter().copied())
-        .chain(for_bridge.iter().copied())
     {
         match loader.load(name) {
             Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
@@ -277,6 +273,29 @@ fn load_modules(config: &HostConfig) {
     }
     let coldplugged = loader.coldplug(Path::new("/sys/devices"));
     log::info!("coldplug loaded {}", list_or_none(&coldplugged));
+}
+
+/// Loads the bridge network's modules (bridge, veth, nf_tables NAT).
+fn load_bridge_modules() {
+    let started = boot_ms();
+    let mut loader = match ModuleLoader::open(&running_kernel_dir()) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("no module index ({e}): bridge modules not loaded");
+            return;
+        }
+    };
+    let mut failed = 0;
+    for name in network::BRIDGE_MODULES {
+        if let Err(e) = loader.load(name) {
+            log::error!("module {name}: {e}");
+            failed += 1;
+        }
+    }
+    log::info!(
+        "bridge network modules loaded in {:.1} ms ({failed} failed)",
+        boot_ms() - started
+    );
 }
 
 fn list_or_none(names: &[String]) -> String {

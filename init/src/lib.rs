@@ -5,7 +5,8 @@
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`supervisor`] (starting, restarting and stopping
-//! containers with `berth_runtime`) and [`logs`] (their output). PID 1 has no `unsafe`
+//! containers with `berth_runtime`), [`logs`] (their output) and [`network`] (the netd
+//! child process and the container bridge). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
 pub mod config;

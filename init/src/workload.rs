@@ -507,7 +507,16 @@ mod port_tests {
         assert_eq!((p.host_port, p.container_port), (9000, 90));
         assert_eq!(p.protocol, berth_netd::nft::Protocol::Udp);
         assert_eq!(PortSpec::parse("8080:80").unwrap().protocol.as_str(), "tcp");
-        for bad in ["80", "0:80", "8080:80/sctp", "x:80", "1.2.3:80:80", "8080:+80", "70000:80", ":80"] {
+        for bad in [
+            "80",
+            "0:80",
+            "8080:80/sctp",
+            "x:80",
+            "1.2.3:80:80",
+            "8080:+80",
+            "70000:80",
+            ":80",
+        ] {
             assert!(PortSpec::parse(bad).is_err(), "{bad} parsed");
         }
     }

@@ -27,6 +27,9 @@ use crate::dhcp::{self, Client, Event, Lease, Timing};
 use crate::netlink::{Link, Netlink, NetlinkError, Route4};
 use crate::resolv;
 
+/// How long a DHCP thread waits for the link's carrier before sending anyway.
+const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where netd writes and how it times DHCP; tests point these elsewhere.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -291,6 +294,24 @@ fn dhcp_thread(client: Client, link: Link, set_mtu: bool, stop: &AtomicBool, rep
         }
     };
     let started = std::time::Instant::now();
+    // A DISCOVER sent before the carrier is up is lost, and the first retry comes only
+    // after `first_retry`: wait for the carrier (briefly) instead.
+    let carrier_deadline = started + CARRIER_WAIT;
+    while std::time::Instant::now() < carrier_deadline && !stop.load(Ordering::Relaxed) {
+        match nl.link(&link.name) {
+            Ok(l) if l.carrier => break,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => {
+                log::warn!("netd: {}: {e}", link.name);
+                break;
+            }
+        }
+    }
+    log::info!(
+        "netd: {} carrier after {:.1} ms; starting DHCP",
+        link.name,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     let mut first = true;
     let mut on_event = |event: Event| match event {
         Event::Bound(lease) => {

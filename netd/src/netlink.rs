@@ -73,6 +73,8 @@ pub struct Link {
     /// The hardware address; empty for links without one (`lo` has zeros).
     pub mac: Vec<u8>,
     pub up: bool,
+    /// `IFF_LOWER_UP`: the device has a carrier.
+    pub carrier: bool,
     /// `IFF_LOOPBACK`.
     pub loopback: bool,
     /// The `IFLA_INFO_KIND` (`"veth"`, `"bridge"`, ...), empty for physical devices.
@@ -483,6 +485,7 @@ fn link_from_message(message: &LinkMessage) -> Link {
         name: String::new(),
         mac: Vec::new(),
         up: message.header.flags.contains(LinkFlags::Up),
+        carrier: message.header.flags.contains(LinkFlags::LowerUp),
         loopback: message.header.flags.contains(LinkFlags::Loopback),
         kind: String::new(),
         controller: None,
