@@ -52,16 +52,11 @@ pub fn mac_for(address: Ipv4Addr) -> [u8; 6] {
     [0x02, 0xb3, a, b, c, d]
 }
 
-/// A fresh name for the host end: `vb` and 8 random hex digits. The kernel removes the
+/// A fresh name for the host end: `vb` and 8 hex digits of [`crate::nonce_u32`]. The kernel removes the
 /// host end of a stopped container's pair asynchronously, so a name derived from the
 /// container could still be taken when it restarts.
-fn host_end_name() -> Result<String, AttachError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 4];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(AttachError::Namespace)?;
-    Ok(format!("vb{:08x}", u32::from_ne_bytes(bytes)))
+fn host_end_name() -> String {
+    format!("vb{:08x}", crate::nonce_u32())
 }
 
 /// Joins the bridge: see the module docs. `host` is a socket in the host's namespace;
@@ -69,7 +64,7 @@ fn host_end_name() -> Result<String, AttachError> {
 pub fn attach(host: &mut Netlink, a: &Attachment) -> Result<(), AttachError> {
     let netns = File::open("/proc/thread-self/ns/net").map_err(AttachError::Namespace)?;
     host.create_veth(
-        &host_end_name()?,
+        &host_end_name(),
         Some(a.bridge_index),
         a.mtu,
         &VethPeer {

@@ -10,7 +10,6 @@
 //! requests set the BROADCAST flag, so replies reach it before the interface has an
 //! address without a raw packet socket.
 
-use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,6 +231,24 @@ pub enum Request {
     },
 }
 
+/// An empty BOOTREQUEST for `xid` and `mac`, decoded from its 240 wire bytes.
+///
+/// Not `Message::new_with_id`: that fills its defaults with `rand::random()`, whose
+/// `getrandom` blocks until the kernel's random pool is initialised, a second or more
+/// after boot in a VM without a hardware RNG; the first DISCOVER would wait for it.
+fn blank_request(xid: u32, mac: &[u8; 6]) -> v4::Message {
+    let mut wire = [0u8; 241];
+    wire[0] = 1; // op: BOOTREQUEST
+    wire[1] = 1; // htype: ethernet
+    wire[2] = 6; // hlen
+    wire[4..8].copy_from_slice(&xid.to_be_bytes());
+    wire[28..34].copy_from_slice(mac);
+    wire[236..240].copy_from_slice(&[99, 130, 83, 99]); // the magic cookie
+    wire[240] = 255; // END
+                     // These bytes are a valid message; the fallback only keeps this function total.
+    v4::Message::from_bytes(&wire).unwrap_or_default()
+}
+
 /// Encodes a client message.
 pub fn build(request: Request, xid: u32, mac: &[u8; 6], hostname: Option<&str>) -> Vec<u8> {
     let zero = Ipv4Addr::UNSPECIFIED;
@@ -239,7 +256,8 @@ pub fn build(request: Request, xid: u32, mac: &[u8; 6], hostname: Option<&str>) 
         Request::Extend { address } | Request::Release { address, .. } => address,
         _ => zero,
     };
-    let mut msg = v4::Message::new_with_id(xid, ciaddr, zero, zero, zero, mac);
+    let mut msg = blank_request(xid, mac);
+    msg.set_ciaddr(ciaddr);
     if matches!(request, Request::Discover | Request::Select { .. }) {
         msg.set_flags(Flags::default().set_broadcast());
     }
@@ -323,8 +341,6 @@ pub enum ClientError {
         #[source]
         source: nix::Error,
     },
-    #[error("reading random bytes for a transaction id: {0}")]
-    Random(#[source] io::Error),
 }
 
 /// One interface's client.
@@ -334,15 +350,6 @@ pub struct Client {
     hostname: Option<String>,
     timing: Timing,
     socket: OwnedFd,
-}
-
-fn random_u32() -> Result<u32, ClientError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 4];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(ClientError::Random)?;
-    Ok(u32::from_ne_bytes(bytes))
 }
 
 impl Client {
@@ -454,7 +461,7 @@ impl Client {
         attempts: Option<u32>,
         stop: &AtomicBool,
     ) -> Result<Option<Reply>, ClientError> {
-        let xid = random_u32()?;
+        let xid = crate::nonce_u32();
         let mut wait = self.timing.first_retry;
         let mut tries = 0;
         loop {
@@ -555,7 +562,7 @@ impl Client {
 
     /// Tells the server the address is no longer used (DHCPRELEASE, unicast).
     pub fn release(&self, lease: &Lease) {
-        let xid = random_u32().unwrap_or(0);
+        let xid = crate::nonce_u32();
         self.send(
             Request::Release {
                 address: lease.address.addr,
@@ -750,6 +757,8 @@ mod tests {
             Some("web-1"),
         );
         let m = v4::Message::from_bytes(&bytes).unwrap();
+        assert_eq!(m.opcode(), Opcode::BootRequest);
+        assert_eq!(&bytes[28..34], &MAC);
         assert_eq!(m.xid(), 9);
         assert!(m.flags().broadcast());
         assert_eq!(m.opts().msg_type(), Some(MessageType::Request));

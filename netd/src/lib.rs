@@ -21,3 +21,23 @@ pub mod ipam;
 pub mod netlink;
 pub mod nft;
 pub mod resolv;
+
+/// A number for transaction ids and interface names: unpredictable enough to avoid
+/// collisions, never blocking.
+///
+/// Not `/dev/urandom` or `getrandom(2)` without flags: before the kernel's random pool
+/// is initialised (a second or more after boot in a VM without a hardware RNG) those
+/// wait for entropy, and the first DHCP request or container start would wait too. The
+/// standard library seeds `RandomState` with `getrandom(GRND_INSECURE)`, which does not.
+pub fn nonce_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
+}
