@@ -6,6 +6,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
+use berth_netd::config::PortSpec;
 use berth_runtime::cgroup::CgroupParent;
 use berth_runtime::spec::{self, ContainerSpec, Network};
 use berth_runtime::{Exit, Runtime, Stdio};
@@ -18,7 +19,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "The container gets its own mount, PID, UTS, IPC, cgroup and \
-network namespaces (--network host shares the host's network), an overlay of the image \
+network namespaces (--network host shares the host's network; --network bridge joins \
+the berth0 bridge with an address leased under --store, NAT to the outside, the other \
+bridged containers by name, and -p ports published by nf_tables rules), an overlay of the image \
 with a fresh writable layer, /proc, a minimal /dev and a read-only /sys. It keeps \
 Podman's 11 default capabilities, with no_new_privs and a seccomp filter stricter than \
 Docker's default. Limits need the matching cgroup v2 controller; berth says which one is \
@@ -32,7 +35,8 @@ Examples:
   berth run --rm busybox:latest echo hello
   berth run --rm -e GREETING=hi busybox:latest sh -c 'echo $GREETING'
   berth run --rm --memory 64M --pids 100 busybox:latest sh
-  berth run --rm -v data:/data -v /srv/www:/www:ro busybox:latest ls /www"
+  berth run --rm -v data:/data -v /srv/www:/www:ro busybox:latest ls /www
+  berth run --rm --init --network bridge -p 8080:80 busybox:latest httpd -f -p 80"
 )]
 pub struct RunArgs {
     /// The image store (and state directory).
@@ -62,9 +66,16 @@ pub struct RunArgs {
     /// Maximum number of processes.
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
-    /// none (loopback only) or host.
+    /// none (loopback only), bridge (eth0 on berth0, 10.88.0.0/16, with NAT) or host.
     #[arg(long, value_name = "MODE", default_value = "none")]
     pub network: String,
+    /// Publish a container port on the host (bridge network): [IP:]HOST:CONTAINER[/udp].
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CONTAINER[/udp]"
+    )]
+    pub publish: Vec<String>,
     /// Run a tiny init as the container's PID 1 that forwards signals and reaps.
     #[arg(long)]
     pub init: bool,
@@ -136,10 +147,21 @@ pub fn spec_from_args(a: &RunArgs) -> Result<ContainerSpec, String> {
     s.limits.cpus = a.cpus.map(spec::validate_cpus).transpose().map_err(e)?;
     s.limits.pids = a.pids.map(spec::validate_pids).transpose().map_err(e)?;
     s.network = match a.network.as_str() {
-        "none" => Network::None,
+        // The bridge attachment (address, peers) is filled in by `run`, which leases it.
+        "none" | "bridge" => Network::None,
         "host" => Network::Host,
-        other => return Err(format!("--network {other:?}: expected none or host")),
+        other => {
+            return Err(format!(
+                "--network {other:?}: expected none, host or bridge"
+            ))
+        }
     };
+    if !a.publish.is_empty() && a.network != "bridge" {
+        return Err("-p/--publish needs --network bridge".into());
+    }
+    for p in &a.publish {
+        PortSpec::parse(p).map_err(|e| format!("-p {e}"))?;
+    }
     s.init = a.init;
     s.user = a
         .user
@@ -207,12 +229,44 @@ impl From<&str> for RunError {
     }
 }
 
+/// Gives the bridge lease back however `run` returns.
+struct Leave(Option<berth_netd::bridge::Joined>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        if let Some(joined) = self.0.take() {
+            if let Err(e) = joined.leave() {
+                log::warn!("leaving the bridge network: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the container; returns its exit code.
 pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err("berth run needs root (it creates namespaces, mounts and cgroups)".into());
     }
-    let spec = spec_from_args(args)?;
+    let mut spec = spec_from_args(args)?;
+    // On the bridge: lease an address, publish the ports, and give it all back at exit.
+    let joined = if args.network == "bridge" {
+        let ports: Vec<PortSpec> = args
+            .publish
+            .iter()
+            .filter_map(|p| PortSpec::parse(p).ok())
+            .collect();
+        let (attachment, joined) = berth_netd::bridge::join(
+            &args.store,
+            &berth_netd::config::BridgeConfig::default(),
+            &spec.name,
+            &ports,
+        )
+        .map_err(|e| format!("bridge network: {}", berth_imagefs::error_chain(&e)))?;
+        spec.network = Network::Bridge(attachment);
+        Some(Leave(Some(joined)))
+    } else {
+        None
+    };
     let cgroups = CgroupParent::prepare(&spec.limits).map_err(|e| e.to_string())?;
     let runtime = Runtime {
         store: args.store.clone(),
@@ -302,5 +356,6 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     if exit.oom_killed {
         eprintln!("berth: container {}: {exit}", spec.name);
     }
+    drop(joined);
     Ok(exit.code)
 }

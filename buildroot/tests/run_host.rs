@@ -570,3 +570,181 @@ fn a_fifo_where_passwd_should_be_fails_fast() {
         "setup waited on the FIFO"
     );
 }
+
+/// A named network namespace for one test, deleted on drop; `berth run` inside it makes
+/// its bridge and NAT table there, never in the machine's own namespace.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new(tag: &str) -> TestNetns {
+        let name = format!("berth-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let ns = TestNetns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `argv` in the namespace (only the network namespace changes: `ip netns exec`
+    /// would also remount /sys, hiding the cgroup2 mount `berth run` needs).
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.0)).args(argv);
+        c
+    }
+
+    /// An HTTP GET of `path` from `addr`, made from inside the namespace.
+    fn http_get(&self, addr: &str, path: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let ns = format!("/run/netns/{}", self.0);
+        let (addr, path) = (addr.to_owned(), path.to_owned());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns)?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn exec(&self, argv: &[&str]) -> String {
+        let out = self.command(argv).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed if the test fails before it is waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn bridge_network_publishes_ports_names_peers_and_cleans_up() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let ns = TestNetns::new("bridge");
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let store = f.store();
+    let store = store.to_str().unwrap();
+    let server = ns
+        .command(&[
+            berth,
+            "run",
+            "--rm",
+            "--store",
+            store,
+            "--name",
+            "srv",
+            "--init",
+            "--network",
+            "bridge",
+            "-p",
+            "8080:80",
+            "busybox:latest",
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello from srv > /www/index.html && exec httpd -f -p 80 -h /www",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = KillOnDrop(Some(server));
+    // The published port answers on the bridge's address and on the host's loopback
+    // (output-chain DNAT).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ns.http_get("10.88.0.1:8080", "/") {
+            Ok(page) if page.contains("200 OK") => {
+                assert!(page.ends_with("\r\n\r\nhello from srv\n"), "{page}");
+                break;
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "the published port never answered: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let local = ns.http_get("127.0.0.1:8080", "/").unwrap();
+    assert!(local.ends_with("hello from srv\n"), "{local}");
+    // A second container reaches the first by name, from its own address on the bridge.
+    let out = ns
+        .command(&[
+            berth,
+            "run",
+            "--rm",
+            "--store",
+            store,
+            "--network",
+            "bridge",
+            "busybox:latest",
+            "sh",
+            "-c",
+            "ip -4 -o addr show eth0; wget -q -O- http://srv/; grep srv /etc/hosts",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("inet 10.88.0.3/16"), "{text}");
+    assert!(text.contains("hello from srv"), "{text}");
+    assert!(text.contains("10.88.0.2\tsrv"), "{text}");
+    let table = ns.exec(&["nft", "list", "table", "ip", "berth"]);
+    assert!(table.contains("dnat to 10.88.0.2:80"), "{table}");
+
+    // Stopping it gives the lease back and takes its port out of the NAT table.
+    let mut srv = server.0.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(srv.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(srv.wait().unwrap().code(), Some(143));
+    let table = ns.exec(&["nft", "list", "table", "ip", "berth"]);
+    assert!(!table.contains("dnat to"), "{table}");
+    let leases = std::fs::read_to_string(f.store().join("network/ipam.json")).unwrap();
+    assert!(!leases.contains("\"srv\""), "{leases}");
+    // No veth is left on the bridge once the namespaces are gone (removal is async).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let links = ns.exec(&["ip", "-o", "link", "show", "master", "berth0"]);
+        if links.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "veths left: {links}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

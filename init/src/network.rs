@@ -20,7 +20,6 @@ use berth_netd::bridge;
 use berth_netd::container::Attachment;
 use berth_netd::ipam::{Holder, Ipam};
 use berth_netd::netlink::Netlink;
-use berth_netd::nft::PortForward;
 use nix::unistd::Pid;
 
 use crate::config::{HostConfig, CONFIG_PATH};
@@ -64,7 +63,6 @@ pub fn prepare_bridge(
     let ipam = Ipam::new(ipam_dir, bridge_config.subnet);
     let holder = Holder::current();
     let mut peers = Vec::new();
-    let mut ports = Vec::new();
     for c in config
         .containers
         .iter()
@@ -73,19 +71,12 @@ pub fn prepare_bridge(
         let address = ipam
             .allocate(&c.name.0, holder)
             .map_err(|e| e.to_string())?;
+        ipam.set_ports(&c.name.0, holder, &c.ports)
+            .map_err(|e| e.to_string())?;
         peers.push((c.name.0.clone(), address));
-        for p in &c.ports {
-            ports.push(PortForward {
-                host_ip: p.host_ip,
-                host_port: p.host_port,
-                protocol: p.protocol,
-                container_ip: address,
-                container_port: p.container_port,
-            });
-        }
     }
-    let published = ports.len();
-    bridge::apply_nat(bridge_config, ports).map_err(|e| e.to_string())?;
+    let published =
+        bridge::apply_nat_from_leases(bridge_config, &ipam).map_err(|e| e.to_string())?;
     let attachments = peers
         .iter()
         .map(|(name, address)| {

@@ -2,6 +2,11 @@
 //! forwarding, and the NAT table.
 
 use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::PortSpec;
+use crate::container::Attachment;
+use crate::ipam::{Holder, Ipam, IpamError};
 
 use crate::config::BridgeConfig;
 use crate::netlink::{Netlink, NetlinkError};
@@ -24,6 +29,8 @@ pub enum BridgeError {
     },
     #[error("NAT rules: {0}")]
     Nat(#[from] NftError),
+    #[error("container addresses: {0}")]
+    Ipam(#[from] IpamError),
 }
 
 /// The prepared bridge.
@@ -57,6 +64,88 @@ pub fn ensure(nl: &mut Netlink, config: &BridgeConfig) -> Result<Bridge, BridgeE
         index,
         mtu: if link.mtu == 0 { 1500 } else { link.mtu },
     })
+}
+
+/// Rewrites the NAT table from every live lease's published ports (under the lease
+/// lock).
+pub fn apply_nat_from_leases(config: &BridgeConfig, ipam: &Ipam) -> Result<usize, BridgeError> {
+    ipam.with_live_leases(|leases| {
+        let ports: Vec<PortForward> = leases
+            .iter()
+            .flat_map(|l| {
+                l.ports.iter().map(|p| PortForward {
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                    protocol: p.protocol,
+                    container_ip: l.address,
+                    container_port: p.container_port,
+                })
+            })
+            .collect();
+        let n = ports.len();
+        apply_nat(config, ports).map(|()| n)
+    })?
+}
+
+/// A container joined to the bridge by a process that is not PID 1 (`berth run`): its
+/// lease, given back by [`Joined::leave`].
+pub struct Joined {
+    ipam: Ipam,
+    config: BridgeConfig,
+    name: String,
+    holder: Holder,
+}
+
+/// Prepares the bridge, leases `name` an address, publishes `ports`, and returns the
+/// attachment the container child needs. `peers` in it are the other live containers.
+pub fn join(
+    state_dir: &Path,
+    config: &BridgeConfig,
+    name: &str,
+    ports: &[PortSpec],
+) -> Result<(Attachment, Joined), BridgeError> {
+    let mut nl = Netlink::open().map_err(|source| BridgeError::Link {
+        name: config.name.0.clone(),
+        source,
+    })?;
+    let bridge = ensure(&mut nl, config)?;
+    let ipam = Ipam::new(&state_dir.join("network"), config.subnet);
+    let holder = Holder::current();
+    let address = ipam.allocate(name, holder)?;
+    let joined = Joined {
+        ipam,
+        config: config.clone(),
+        name: name.to_owned(),
+        holder,
+    };
+    joined.ipam.set_ports(name, holder, ports)?;
+    apply_nat_from_leases(config, &joined.ipam)?;
+    let peers = joined
+        .ipam
+        .leases()?
+        .into_iter()
+        .map(|l| (l.name, l.address))
+        .collect();
+    Ok((
+        Attachment {
+            bridge_index: bridge.index,
+            address,
+            prefix: config.subnet.prefix,
+            gateway: config.gateway(),
+            mtu: bridge.mtu,
+            peers,
+        },
+        joined,
+    ))
+}
+
+impl Joined {
+    /// Gives the address back and removes the container's ports from the NAT table.
+    pub fn leave(self) -> Result<(), BridgeError> {
+        self.ipam.release(&self.name, self.holder)?;
+        apply_nat_from_leases(&self.config, &self.ipam)?;
+        Ok(())
+    }
 }
 
 /// Writes the NAT table for the bridge and `ports`.

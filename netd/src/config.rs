@@ -19,7 +19,9 @@
 use std::net::Ipv4Addr;
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::nft::Protocol;
 
 use crate::addr::Ipv4Net;
 
@@ -234,6 +236,77 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// A published port: `"8080:80"`, `"5353:53/udp"`, `"127.0.0.1:9000:9000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl PortSpec {
+    pub fn parse(text: &str) -> Result<PortSpec, String> {
+        let bad = || {
+            format!("port {text:?} is not valid: write \"HOST:CONTAINER\", \"HOST:CONTAINER/udp\" or \"IP:HOST:CONTAINER\" with ports 1 to 65535")
+        };
+        let (ports, protocol) = match text.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Protocol::Tcp),
+            Some((p, "udp")) => (p, Protocol::Udp),
+            Some(_) => return Err(bad()),
+            None => (text, Protocol::Tcp),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (ip, host, container) = match parts.as_slice() {
+            [h, c] => (None, *h, *c),
+            [ip, h, c] => (Some(ip.parse().map_err(|_| bad())?), *h, *c),
+            _ => return Err(bad()),
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => Err(bad()),
+                Ok(n) => Ok(n),
+            }
+        };
+        Ok(PortSpec {
+            host_ip: ip,
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol,
+        })
+    }
+}
+
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_port,
+            self.container_port,
+            self.protocol.as_str()
+        )
+    }
+}
+
+impl Serialize for PortSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PortSpec::parse(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +384,29 @@ mod tests {
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expect), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn ports_parse_and_mistakes_are_named() {
+        let p = PortSpec::parse("127.0.0.1:9000:90/udp").unwrap();
+        assert_eq!(p.host_ip, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!((p.host_port, p.container_port), (9000, 90));
+        assert_eq!(p.protocol, Protocol::Udp);
+        assert_eq!(PortSpec::parse("8080:80").unwrap().protocol.as_str(), "tcp");
+        // Display is the form parse reads back (the lease file stores it).
+        assert_eq!(PortSpec::parse(&p.to_string()).unwrap(), p);
+        for bad in [
+            "80",
+            "0:80",
+            "8080:80/sctp",
+            "x:80",
+            "1.2.3:80:80",
+            "8080:+80",
+            "70000:80",
+            ":80",
+        ] {
+            assert!(PortSpec::parse(bad).is_err(), "{bad} parsed");
         }
     }
 }

@@ -23,6 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::Ipv4Net;
+use crate::config::PortSpec;
 
 /// What went wrong with the lease file.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,10 @@ pub struct Lease {
     pub pid: u32,
     /// That process's start time (field 22 of `/proc/PID/stat`), against pid reuse.
     pub start_time: u64,
+    /// The ports the container publishes, so that any holder can rebuild the NAT
+    /// table for every live container.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +244,7 @@ impl Ipam {
                     address,
                     pid: holder.pid,
                     start_time: holder.start_time,
+                    ports: Vec::new(),
                 });
                 return Ok((address, true));
             }
@@ -257,11 +263,36 @@ impl Ipam {
 
     /// Every lease whose holder is alive.
     pub fn leases(&self) -> Result<Vec<Lease>, IpamError> {
+        self.with_live_leases(|l| l.to_vec())
+    }
+
+    /// Records the ports container `name` publishes (if `holder` holds its lease).
+    pub fn set_ports(
+        &self,
+        name: &str,
+        holder: Holder,
+        ports: &[PortSpec],
+    ) -> Result<(), IpamError> {
         self.locked(|file| {
-            Ok((
-                file.leases.iter().filter(|l| alive(l)).cloned().collect(),
-                false,
-            ))
+            let mut changed = false;
+            for l in file
+                .leases
+                .iter_mut()
+                .filter(|l| l.name == name && holder.holds(l))
+            {
+                l.ports = ports.to_vec();
+                changed = true;
+            }
+            Ok(((), changed))
+        })
+    }
+
+    /// Runs `f` on the live leases while holding the lock, so that what it derives from
+    /// them (the NAT table) cannot be overtaken by another holder's older view.
+    pub fn with_live_leases<T>(&self, f: impl FnOnce(&[Lease]) -> T) -> Result<T, IpamError> {
+        self.locked(|file| {
+            let live: Vec<Lease> = file.leases.iter().filter(|l| alive(l)).cloned().collect();
+            Ok((f(&live), false))
         })
     }
 }
