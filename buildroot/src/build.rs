@@ -22,7 +22,7 @@ use crate::initbin::{self, InitBinaryError};
 use crate::initramfs::{self, InitramfsError, ModuleIndexFiles, ZSTD_LEVEL};
 use crate::kernel::{self, KernelError, PIN};
 use crate::manifest::{FileRecord, Manifest};
-use crate::modules::{self, DepNode, ModuleTree, ModulesError, DEFAULT_MODULES};
+use crate::modules::{self, DepNode, ModuleTree, ModulesError};
 
 /// What `berth build` was asked to do.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         .iter()
         .map(|m| m.as_str().to_owned())
         .collect();
-    let roots = modtree.resolve(&requested, DEFAULT_MODULES)?;
+    let roots = modtree.resolve(&requested, &modules::image_modules())?;
     let closure = modtree.load_closure(&roots)?;
     let graph: BTreeMap<String, DepNode> = closure
         .iter()

@@ -30,8 +30,8 @@ use object::{Object, ObjectSection};
 /// Modules every image carries when the kernel has them as modules: drivers for the usual
 /// virtual and cloud hardware (QEMU/KVM virtio, AWS ENA, GCP gVNIC, VMware, Hyper-V, Xen),
 /// the ACPI power button and evdev (clean shutdown on a power-button press), pvpanic (so
-/// the hypervisor learns of a kernel panic), overlayfs (container root filesystems), and
-/// the bridge, veth and nf_tables NAT modules of the container network.
+/// the hypervisor learns of a kernel panic) and overlayfs (container root filesystems).
+/// [`image_modules`] adds the container network's, which PID 1 loads by the same list.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -58,15 +58,17 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "pvpanic_mmio",
     "pvpanic_pci",
     "overlay",
-    "bridge",
-    "veth",
-    "nf_tables",
-    "nft_chain_nat",
-    "nft_nat",
-    "nft_masq",
-    "nft_ct",
-    "nft_fib_ipv4",
 ];
+
+/// Every module an image carries besides the config's: [`DEFAULT_MODULES`] and the
+/// bridge network's (`berth_init::network::BRIDGE_MODULES`).
+pub fn image_modules() -> Vec<&'static str> {
+    DEFAULT_MODULES
+        .iter()
+        .chain(berth_init::network::BRIDGE_MODULES)
+        .copied()
+        .collect()
+}
 
 /// Why the module set could not be built.
 #[derive(Debug, thiserror::Error)]

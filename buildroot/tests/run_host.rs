@@ -708,7 +708,8 @@ fn bridge_network_publishes_ports_names_peers_and_cleans_up() {
             "busybox:latest",
             "sh",
             "-c",
-            "ip -4 -o addr show eth0; wget -q -O- http://srv/; grep srv /etc/hosts",
+            "ip -4 -o addr show eth0; wget -q -O- http://srv/; grep srv /etc/hosts; \
+             echo hairpin: $(wget -q -O- http://10.88.0.1:8080/)",
         ])
         .stdin(Stdio::null())
         .output()
@@ -722,6 +723,8 @@ fn bridge_network_publishes_ports_names_peers_and_cleans_up() {
     assert!(text.contains("inet 10.88.0.3/16"), "{text}");
     assert!(text.contains("hello from srv"), "{text}");
     assert!(text.contains("10.88.0.2\tsrv"), "{text}");
+    // Hairpin: through the host's published port back onto the bridge.
+    assert!(text.contains("hairpin: hello from srv"), "{text}");
     let table = ns.exec(&["nft", "list", "table", "ip", "berth"]);
     assert!(table.contains("dnat to 10.88.0.2:80"), "{table}");
 

@@ -592,7 +592,7 @@ pub fn apply(rules: &NatRules) -> Result<(), NftError> {
             if kind == NLMSG_ERROR {
                 let code = read_u32(rest, 16).map(|c| c as i32).unwrap_or(0);
                 if code != 0 {
-                    let index = seq as usize - 1;
+                    let index = (seq as usize).saturating_sub(1);
                     let what = messages.get(index).map(|(w, _)| *w).unwrap_or("?");
                     let errno = Errno::from_raw(-code);
                     return Err(NftError::Kernel {

@@ -347,7 +347,12 @@ fn dhcp_lease_renew_and_release_with_dnsmasq() {
         let mut server = dnsmasq(
             "srv0",
             dir.path(),
-            &["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,3"],
+            &[
+                "--dhcp-option=option:T1,2",
+                "--dhcp-option=option:T2,3",
+                "--dhcp-option=option:mtu,1400",
+                "--dhcp-option=option:classless-static-route,10.55.0.0/16,10.77.0.1,0.0.0.0/0,10.77.0.1",
+            ],
         );
         let log = server.stderr.take().unwrap();
         let (log_tx, log_rx) = mpsc::channel::<String>();
@@ -400,6 +405,11 @@ fn dhcp_lease_renew_and_release_with_dnsmasq() {
         );
         let route = run(&["ip", "-4", "route", "show", "default"]);
         assert!(route.contains("via 10.77.0.1 dev eth0"), "{route}");
+        // Classless static routes (option 121) and the MTU option reach the kernel.
+        let routes = run(&["ip", "-4", "route", "show", "10.55.0.0/16"]);
+        assert!(routes.contains("via 10.77.0.1 dev eth0"), "{routes}");
+        let link = run(&["ip", "-o", "link", "show", "dev", "eth0"]);
+        assert!(link.contains("mtu 1400"), "{link}");
         // Renewal at T1 keeps the address.
         let Event::Bound(renewed) = ev_rx.recv_timeout(Duration::from_secs(10)).unwrap() else {
             panic!("lease lost instead of renewed")

@@ -2,8 +2,8 @@
 //! from QEMU's server (10.0.2.15, nameserver 10.0.2.3), a container's published port
 //! answering an HTTP request made on this machine through a `hostfwd` rule, two
 //! containers reaching each other by name, a container reaching a server on this
-//! machine's loopback through the NAT and QEMU's gateway 10.0.2.2, and a guest without
-//! a network device booting to ready.
+//! machine's loopback through the NAT and QEMU's gateway 10.0.2.2, a static address on
+//! an interface matched by MAC, and a guest without a network device booting to ready.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -169,6 +169,71 @@ fn no_network_device_still_boots_promptly() {
         Duration::from_secs(30),
     );
     assert!(!console.contains("netd exited"), "{console}");
+    vm.system_powerdown().unwrap();
+    assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
+}
+
+#[test]
+fn static_address_matched_by_mac_routes_containers_out() {
+    if !require_qemu() {
+        return;
+    }
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in server.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nstatic");
+        }
+    });
+    // QEMU gives the first NIC 52:54:00:12:34:56; no DHCP at all.
+    let config = format!(
+        r#"version = 1
+
+[[network.interface]]
+match = {{ mac = "52:54:00:12:34:56" }}
+addresses = ["10.0.2.15/24"]
+gateway = "10.0.2.2"
+dns = ["10.0.2.3"]
+
+[[image]]
+path = "busybox"
+name = "busybox:latest"
+
+[[container]]
+name = "out"
+image = "busybox:latest"
+depends_on = ["network-online"]
+command = ["sh", "-c", "echo via-static: $(wget -q -O- http://10.0.2.2:{host_port}/); exec sleep 1000"]
+"#
+    );
+    let image = build_test_image(&format!("static-{host_port}"), &config, |dir| {
+        let layout = dir.join("busybox");
+        let _ = std::fs::remove_dir_all(&layout);
+        write_busybox_layout(&layout, Path::new("/bin/busybox"), "busybox:latest")
+            .expect("busybox-static is installed (make deps)");
+    });
+    let vm = Qemu::new(image.join("vmlinuz"))
+        .initrd(image.join("initramfs.img"))
+        .user_net()
+        .deadline(Duration::from_secs(300))
+        .spawn()
+        .expect("start QEMU");
+    let console = wait_all(
+        &vm,
+        &[
+            "netd: eth0 has static address 10.0.2.15/24",
+            "out | via-static:",
+        ],
+        BOOT,
+    );
+    assert!(console.contains("out | via-static: static"), "{console}");
+    assert!(console.contains("nameservers [10.0.2.3]"), "{console}");
+    assert!(
+        !console.contains("leased"),
+        "DHCP ran with dhcp unset and addresses given:\n{console}"
+    );
     vm.system_powerdown().unwrap();
     assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
 }
