@@ -75,8 +75,14 @@ pub fn prepare_bridge(
             .map_err(|e| e.to_string())?;
         peers.push((c.name.0.clone(), address));
     }
-    let published =
-        bridge::apply_nat_from_leases(bridge_config, &ipam).map_err(|e| e.to_string())?;
+    // Without NAT the containers still reach each other and the host: start them.
+    let published = match bridge::apply_nat_from_leases(bridge_config, &ipam) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("bridge NAT: {e}; containers start without egress or published ports");
+            0
+        }
+    };
     let attachments = peers
         .iter()
         .map(|(name, address)| {
@@ -110,6 +116,8 @@ pub struct Netd {
     pending: Vec<u8>,
     delay: Duration,
     restart_at: Option<Instant>,
+    /// When the running netd started: a long run resets the restart delay.
+    started: Option<Instant>,
 }
 
 /// What netd reported.
@@ -127,6 +135,7 @@ impl Netd {
             pending: Vec::new(),
             delay: Duration::from_secs(1),
             restart_at: None,
+            started: None,
         };
         netd.spawn();
         netd
@@ -145,9 +154,12 @@ impl Netd {
                 log::info!("netd started (pid {pid})");
                 self.pid = Some(pid);
                 self.output = child.stdout.take().map(OwnedFd::from);
+                self.started = Some(Instant::now());
                 if let Some(fd) = &self.output {
                     if let Err(e) = set_nonblocking(fd.as_fd()) {
-                        log::warn!("netd output: {e}");
+                        // A blocking read would stall PID 1: do without the reports.
+                        log::error!("netd output: {e}; its reports are ignored");
+                        self.output = None;
                     }
                 }
                 // The pid is reaped by PID 1's loop, not through `child`.
@@ -222,6 +234,13 @@ impl Netd {
         self.pid = None;
         self.output = None;
         self.pending.clear();
+        if self
+            .started
+            .take()
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.delay = Duration::from_secs(1);
+        }
         if !stopping {
             log::error!(
                 "netd exited ({status:?}): starting it again in {:?}",
@@ -283,6 +302,6 @@ pub fn netd_main() -> i32 {
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok());
-    let options = berth_netd::host::default_options(hostname);
+    let options = berth_netd::host::default_options(hostname, &config.network);
     berth_netd::host::run(&config.network, &options, Box::new(status))
 }

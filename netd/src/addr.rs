@@ -36,6 +36,11 @@ impl Ipv4Net {
         u32::from(ip) & mask(self.prefix) == u32::from(self.network())
     }
 
+    /// True if the two prefixes share any address.
+    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
     /// The number of addresses in the prefix.
     pub fn size(&self) -> u64 {
         1u64 << (32 - u32::from(self.prefix))
@@ -51,6 +56,27 @@ impl Ipv4Net {
         ))
     }
 }
+
+/// Ranges that are never a route's destination or a container subnet: "this network"
+/// (0/8), loopback (127/8), multicast (224/4) and reserved (240/4).
+pub const SPECIAL: [Ipv4Net; 4] = [
+    Ipv4Net {
+        addr: Ipv4Addr::new(0, 0, 0, 0),
+        prefix: 8,
+    },
+    Ipv4Net {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        prefix: 8,
+    },
+    Ipv4Net {
+        addr: Ipv4Addr::new(224, 0, 0, 0),
+        prefix: 4,
+    },
+    Ipv4Net {
+        addr: Ipv4Addr::new(240, 0, 0, 0),
+        prefix: 4,
+    },
+];
 
 /// The netmask of a prefix length (`/24` → `255.255.255.0`), as a host-order integer.
 pub fn mask(prefix: u8) -> u32 {
@@ -114,6 +140,10 @@ mod tests {
         assert_eq!(net.nth(2), Some(Ipv4Addr::new(10, 88, 0, 2)));
         assert_eq!(net.nth(65536), None);
         assert_eq!(prefix_of_mask(Ipv4Addr::new(255, 255, 255, 0)), Some(24));
+        let a: Ipv4Net = "10.88.0.0/16".parse().unwrap();
+        assert!(a.overlaps(&"10.88.128.0/17".parse().unwrap()));
+        assert!(a.overlaps(&"10.0.0.0/8".parse().unwrap()));
+        assert!(!a.overlaps(&"10.89.0.0/16".parse().unwrap()));
         assert_eq!(prefix_of_mask(Ipv4Addr::new(0, 0, 0, 0)), Some(0));
         assert_eq!(prefix_of_mask(Ipv4Addr::new(255, 0, 255, 0)), None);
         for bad in [

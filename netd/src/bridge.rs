@@ -40,8 +40,7 @@ pub struct Bridge {
     pub mtu: u32,
 }
 
-/// Creates the bridge (or finds it), gives it the gateway address, and turns on IPv4
-/// forwarding. Idempotent.
+/// Creates the bridge (or finds it) and gives it the gateway address. Idempotent.
 pub fn ensure(nl: &mut Netlink, config: &BridgeConfig) -> Result<Bridge, BridgeError> {
     let name = &config.name.0;
     let err = |source| BridgeError::Link {
@@ -52,14 +51,6 @@ pub fn ensure(nl: &mut Netlink, config: &BridgeConfig) -> Result<Bridge, BridgeE
     nl.add_address(index, IpAddr::V4(config.gateway()), config.subnet.prefix)
         .map_err(err)?;
     let link = nl.link(name).map_err(err)?;
-    let path = "/proc/sys/net/ipv4/ip_forward";
-    std::fs::write(path, "1").map_err(|source| BridgeError::Sysctl { path, source })?;
-    // Published ports bound to 127.0.0.1 are DNATed to the bridge: the kernel must accept
-    // loopback sources routed there.
-    let localnet = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
-    if let Err(e) = std::fs::write(&localnet, "1") {
-        log::warn!("cannot enable {localnet}: {e}; ports published on 127.0.0.1 will not answer");
-    }
     Ok(Bridge {
         index,
         mtu: if link.mtu == 0 { 1500 } else { link.mtu },
@@ -148,12 +139,25 @@ impl Joined {
     }
 }
 
-/// Writes the NAT table for the bridge and `ports`.
+/// Writes the NAT table for the bridge and `ports`, and lets the kernel route loopback
+/// sources to the bridge (`route_localnet`) only while a port is published on a
+/// loopback address; the table's `guard` chain keeps the bridge from reaching the host's
+/// loopback either way.
 pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), BridgeError> {
+    let localnet = ports
+        .iter()
+        .any(|p| p.host_ip.is_some_and(|ip| ip.is_loopback()));
+    let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);
+    if let Err(e) = std::fs::write(&path, if localnet { "1" } else { "0" }) {
+        log::warn!("cannot set {path}: {e}; ports published on 127.0.0.1 may not answer");
+    }
     nft::apply(&NatRules {
         bridge: config.name.0.clone(),
         subnet: config.subnet,
         ports,
     })?;
+    // Forwarding only once the table that filters it is in place.
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    std::fs::write(path, "1").map_err(|source| BridgeError::Sysctl { path, source })?;
     Ok(())
 }

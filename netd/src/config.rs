@@ -162,9 +162,14 @@ fn default_subnet() -> Ipv4Net {
 
 fn container_subnet<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
     let net = Ipv4Net::deserialize(d)?;
-    if net.prefix > 29 {
+    if !(8..=29).contains(&net.prefix) {
         return Err(de::Error::custom(format!(
-            "subnet {net} is too small: use /29 or larger"
+            "subnet {net} must be between /8 and /29"
+        )));
+    }
+    if let Some(special) = crate::addr::SPECIAL.iter().find(|s| s.overlaps(&net)) {
+        return Err(de::Error::custom(format!(
+            "subnet {net} overlaps {special}, which is not routable"
         )));
     }
     if net.addr != net.network() {
@@ -259,7 +264,11 @@ impl PortSpec {
         let parts: Vec<&str> = ports.split(':').collect();
         let (ip, host, container) = match parts.as_slice() {
             [h, c] => (None, *h, *c),
-            [ip, h, c] => (Some(ip.parse().map_err(|_| bad())?), *h, *c),
+            [ip, h, c] => {
+                let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+                // 0.0.0.0 means every address, as with no address at all.
+                (Some(ip).filter(|ip| !ip.is_unspecified()), *h, *c)
+            }
             _ => return Err(bad()),
         };
         let port = |p: &str| -> Result<u16, String> {
@@ -380,7 +389,9 @@ mod tests {
                 "unknown field",
             ),
             ("[bridge]\nsubnet = \"10.88.0.1/16\"", "host bits"),
-            ("[bridge]\nsubnet = \"10.88.0.0/30\"", "too small"),
+            ("[bridge]\nsubnet = \"10.88.0.0/30\"", "between /8 and /29"),
+            ("[bridge]\nsubnet = \"0.0.0.0/0\"", "between /8 and /29"),
+            ("[bridge]\nsubnet = \"127.0.0.0/16\"", "not routable"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expect), "{text}: {err}");
@@ -394,6 +405,7 @@ mod tests {
         assert_eq!((p.host_port, p.container_port), (9000, 90));
         assert_eq!(p.protocol, Protocol::Udp);
         assert_eq!(PortSpec::parse("8080:80").unwrap().protocol.as_str(), "tcp");
+        assert_eq!(PortSpec::parse("0.0.0.0:8080:80").unwrap().host_ip, None);
         // Display is the form parse reads back (the lease file stores it).
         assert_eq!(PortSpec::parse(&p.to_string()).unwrap(), p);
         for bad in [

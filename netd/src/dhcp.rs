@@ -160,6 +160,17 @@ pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Result<Reply, Reply
         Some(DhcpOption::ClasslessStaticRoute(list)) => list
             .iter()
             .filter(|(_, gw)| gw.is_unspecified() || usable_unicast(*gw))
+            // Loopback, multicast and reserved destinations are never routed via DHCP;
+            // the default route (0.0.0.0/0) is the one prefix allowed to cover them.
+            .filter(|(net, _)| {
+                net.prefix_len() == 0
+                    || !crate::addr::SPECIAL.iter().any(|s| {
+                        s.overlaps(&Ipv4Net {
+                            addr: net.network(),
+                            prefix: net.prefix_len(),
+                        })
+                    })
+            })
             .take(MAX_ROUTES)
             .map(|(net, gw)| {
                 (

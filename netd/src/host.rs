@@ -34,6 +34,8 @@ const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub resolv_conf: PathBuf,
+    /// Prefixes a lease may not take or route: the container bridge's subnet.
+    pub protected: Vec<Ipv4Net>,
     pub hostname: Option<String>,
     pub timing: Timing,
 }
@@ -155,15 +157,40 @@ fn configure_static(
     Ok(())
 }
 
-/// Applies a DHCP lease to interface `index`: address, MTU, routes.
+/// Why a lease was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{0}")]
+    Netlink(#[from] NetlinkError),
+    #[error(
+        "the offered address {address} is inside {protected}, berth's container subnet: refused"
+    )]
+    Protected {
+        address: Ipv4Net,
+        protected: Ipv4Net,
+    },
+}
+
+/// Applies a DHCP lease to interface `index`: address, MTU (best effort), routes. A
+/// lease inside a `protected` prefix is refused, and routes into one are skipped: a
+/// server must not be able to take over the container subnet.
 pub fn apply_lease(
     nl: &mut Netlink,
     index: u32,
     lease: &Lease,
     set_mtu: bool,
-) -> Result<(), NetlinkError> {
+    protected: &[Ipv4Net],
+) -> Result<(), LeaseError> {
+    if let Some(p) = protected.iter().find(|p| p.overlaps(&lease.address)) {
+        return Err(LeaseError::Protected {
+            address: lease.address,
+            protected: *p,
+        });
+    }
     if let (Some(mtu), true) = (lease.mtu, set_mtu) {
-        nl.set_link(index, true, Some(u32::from(mtu)), None)?;
+        if let Err(e) = nl.set_link(index, true, Some(u32::from(mtu)), None) {
+            log::warn!("netd: the server's MTU {mtu} was refused: {e}");
+        }
     }
     nl.add_address(index, IpAddr::V4(lease.address.addr), lease.address.prefix)?;
     let route = |destination: Ipv4Net, gateway: Ipv4Addr| Route4 {
@@ -177,6 +204,10 @@ pub fn apply_lease(
     // RFC 3442: with classless routes, the router option is ignored.
     if !lease.routes.is_empty() {
         for (dest, gw) in &lease.routes {
+            if let Some(p) = protected.iter().find(|p| p.overlaps(dest)) {
+                log::warn!("netd: ignoring the server's route to {dest}: it overlaps {p}");
+                continue;
+            }
             nl.add_route(&route(*dest, *gw))?;
         }
     } else if let Some(router) = lease.router {
@@ -263,9 +294,10 @@ pub fn run(config: &NetworkConfig, options: &Options, status: Box<dyn Write + Se
             let reporter = Arc::clone(&reporter);
             let stop = Arc::clone(&stop);
             let set_mtu = entry.mtu.is_none();
+            let protected = options.protected.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("dhcp-{}", link.name))
-                .spawn(move || dhcp_thread(client, link, set_mtu, &stop, &reporter));
+                .spawn(move || dhcp_thread(client, link, set_mtu, protected, &stop, &reporter));
             match spawned {
                 Ok(handle) => clients.push(handle),
                 Err(e) => log::error!("netd: cannot start a DHCP thread: {e}"),
@@ -285,7 +317,14 @@ pub fn run(config: &NetworkConfig, options: &Options, status: Box<dyn Write + Se
     0
 }
 
-fn dhcp_thread(client: Client, link: Link, set_mtu: bool, stop: &AtomicBool, reporter: &Reporter) {
+fn dhcp_thread(
+    client: Client,
+    link: Link,
+    set_mtu: bool,
+    protected: Vec<Ipv4Net>,
+    stop: &AtomicBool,
+    reporter: &Reporter,
+) {
     let mut nl = match Netlink::open() {
         Ok(nl) => nl,
         Err(e) => {
@@ -315,7 +354,7 @@ fn dhcp_thread(client: Client, link: Link, set_mtu: bool, stop: &AtomicBool, rep
     let mut first = true;
     let mut on_event = |event: Event| match event {
         Event::Bound(lease) => {
-            match apply_lease(&mut nl, link.index, &lease, set_mtu) {
+            match apply_lease(&mut nl, link.index, &lease, set_mtu, &protected) {
                 Ok(()) => {
                     if first {
                         log::info!(
@@ -366,9 +405,10 @@ fn dhcp_thread(client: Client, link: Link, set_mtu: bool, stop: &AtomicBool, rep
 }
 
 /// The default options of a berth host.
-pub fn default_options(hostname: Option<String>) -> Options {
+pub fn default_options(hostname: Option<String>, config: &NetworkConfig) -> Options {
     Options {
         resolv_conf: Path::new("/etc/resolv.conf").to_path_buf(),
+        protected: vec![config.bridge.subnet],
         hostname,
         timing: dhcp::Timing::default(),
     }

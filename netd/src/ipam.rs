@@ -230,8 +230,7 @@ impl Ipam {
             let hosts = size - 3;
             for step in 1..=hosts {
                 // `last` is 1 before anything was handed out: the search starts at 2.
-                let offset =
-                    2 + (file.last as i64 - 2 + step as i64).rem_euclid(hosts as i64) as u64;
+                let offset = 2 + file.last.wrapping_sub(2).wrapping_add(step) % hosts;
                 let Some(address) = subnet.nth(offset) else {
                     continue;
                 };
@@ -297,14 +296,24 @@ impl Ipam {
     }
 }
 
+/// How long to wait for another holder of the lease lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Takes an exclusive flock on `file`, released when the guard drops (and by the kernel
 /// if the process dies).
+/// Waits at most [`LOCK_WAIT`]: a holder that is stopped (a `berth run` under ctrl-z)
+/// must not hang PID 1.
 fn lock(file: File, path: &Path) -> Result<Flock<File>, IpamError> {
     let mut file = file;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(guard) => return Ok(guard),
             Err((f, nix::errno::Errno::EINTR)) => file = f,
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             Err((_, source)) => {
                 return Err(IpamError::Lock {
                     path: path.to_path_buf(),

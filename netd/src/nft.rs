@@ -134,10 +134,13 @@ const NFTA_DATA_VALUE: u16 = 1;
 
 // Netfilter hooks and NAT priorities.
 const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_FORWARD: u32 = 2;
 const NF_INET_LOCAL_OUT: u32 = 3;
 const NF_INET_POST_ROUTING: u32 = 4;
 const NF_IP_PRI_NAT_DST: i32 = -100;
 const NF_IP_PRI_NAT_SRC: i32 = 100;
+const NF_IP_PRI_RAW: i32 = -300;
+const NF_IP_PRI_FILTER: i32 = 0;
 
 /// The first 16-byte data register, and the second.
 const REG_1: u32 = 1;
@@ -258,10 +261,13 @@ enum Expr {
         op: u32,
         data: Vec<u8>,
     },
-    /// `ct status` into a register.
-    CtStatus {
+    /// A conntrack key (`ct state`, `ct status`) into a register.
+    Ct {
+        key: u32,
         dreg: u32,
     },
+    /// A verdict: `accept` or `drop`.
+    Verdict(u32),
     /// `fib daddr type` into a register.
     FibDaddrType {
         dreg: u32,
@@ -282,7 +288,14 @@ const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
+/// `ct state established,related` bits (NF_CT_STATE_BIT of IP_CT_ESTABLISHED, _RELATED).
+const CT_STATE_ESTABLISHED_RELATED: u32 = (1 << 1) | (1 << 2);
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_REG_VERDICT: u32 = 0;
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
 const IPS_DST_NAT: u32 = 0x20;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFTA_FIB_F_DADDR: u32 = 1 << 1;
@@ -325,9 +338,15 @@ impl Expr {
                 m.be32(1, *sreg).be32(2, *op);
                 m.begin(3).bytes(NFTA_DATA_VALUE, data).end();
             }
-            Expr::CtStatus { dreg } => {
+            Expr::Ct { key, dreg } => {
                 m.string(NFTA_EXPR_NAME, "ct").begin(NFTA_EXPR_DATA);
-                m.be32(1, *dreg).be32(2, NFT_CT_STATUS); // NFTA_CT_DREG, NFTA_CT_KEY
+                m.be32(1, *dreg).be32(2, *key); // NFTA_CT_DREG, NFTA_CT_KEY
+            }
+            Expr::Verdict(code) => {
+                m.string(NFTA_EXPR_NAME, "immediate").begin(NFTA_EXPR_DATA);
+                m.be32(1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
+                                            // NFTA_IMMEDIATE_DATA { NFTA_DATA_VERDICT { NFTA_VERDICT_CODE } }
+                m.begin(2).begin(2).be32(1, *code).end().end();
             }
             Expr::FibDaddrType { dreg } => {
                 m.string(NFTA_EXPR_NAME, "fib").begin(NFTA_EXPR_DATA);
@@ -455,6 +474,82 @@ fn dnat_rule(port: &PortForward) -> Vec<Expr> {
     exprs
 }
 
+fn ifname_is(key: u32, op: u32, name: &str) -> Vec<Expr> {
+    vec![
+        Expr::Meta { key, dreg: REG_1 },
+        Expr::Cmp {
+            sreg: REG_1,
+            op,
+            data: ifname(name),
+        },
+    ]
+}
+
+fn ct_bits(key: u32, bits: u32) -> Vec<Expr> {
+    vec![
+        Expr::Ct { key, dreg: REG_1 },
+        Expr::Mask {
+            reg: REG_1,
+            mask: bits.to_ne_bytes().to_vec(),
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: NFT_CMP_NEQ,
+            data: 0u32.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
+/// `guard` (raw priority, before DNAT): nothing from the bridge may address the host's
+/// loopback. `route_localnet`, needed for ports published on 127.0.0.1, would
+/// otherwise let a container reach services bound to the host's 127.0.0.1.
+fn guard_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
+    let mut r = ifname_is(NFT_META_IIFNAME, NFT_CMP_EQ, &rules.bridge);
+    r.extend([
+        Expr::Payload {
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset: 16,
+            len: 4,
+            dreg: REG_1,
+        },
+        Expr::Mask {
+            reg: REG_1,
+            mask: crate::addr::mask(8).to_be_bytes().to_vec(),
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: NFT_CMP_EQ,
+            data: vec![127, 0, 0, 0],
+        },
+        Expr::Verdict(NF_DROP),
+    ]);
+    vec![r]
+}
+
+/// `forward`: replies and published ports into the bridge, anything out of it; nothing
+/// else is routed. berth turns IPv4 forwarding on for its containers only: the host does
+/// not become a router between its other interfaces, and a LAN host routing the
+/// container subnet through it reaches no unpublished port.
+fn forward_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
+    let into = |extra: Vec<Expr>, verdict: u32| {
+        let mut r = ifname_is(NFT_META_OIFNAME, NFT_CMP_EQ, &rules.bridge);
+        r.extend(extra);
+        r.push(Expr::Verdict(verdict));
+        r
+    };
+    let mut out_of = ifname_is(NFT_META_IIFNAME, NFT_CMP_EQ, &rules.bridge);
+    out_of.push(Expr::Verdict(NF_ACCEPT));
+    vec![
+        into(
+            ct_bits(NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED),
+            NF_ACCEPT,
+        ),
+        into(ct_bits(NFT_CT_STATUS, IPS_DST_NAT), NF_ACCEPT),
+        out_of,
+        vec![Expr::Verdict(NF_DROP)],
+    ]
+}
+
 /// The postrouting rules: egress masquerade, hairpin, and host loopback to a container.
 fn masquerade_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
     let loopback = Ipv4Net {
@@ -468,7 +563,10 @@ fn masquerade_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
     let mut hairpin = saddr_in(rules.subnet);
     hairpin.extend(oifname(NFT_CMP_EQ, &rules.bridge));
     hairpin.extend([
-        Expr::CtStatus { dreg: REG_1 },
+        Expr::Ct {
+            key: NFT_CT_STATUS,
+            dreg: REG_1,
+        },
         Expr::Mask {
             reg: REG_1,
             mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
@@ -511,11 +609,18 @@ fn batch(rules: &NatRules) -> Vec<(&'static str, Vec<u8>)> {
         out.push((what, m.finish()));
     }
     let chains = [
-        ("prerouting", NF_INET_PRE_ROUTING, NF_IP_PRI_NAT_DST),
-        ("output", NF_INET_LOCAL_OUT, NF_IP_PRI_NAT_DST),
-        ("postrouting", NF_INET_POST_ROUTING, NF_IP_PRI_NAT_SRC),
+        ("guard", NF_INET_PRE_ROUTING, NF_IP_PRI_RAW, "filter"),
+        ("prerouting", NF_INET_PRE_ROUTING, NF_IP_PRI_NAT_DST, "nat"),
+        ("output", NF_INET_LOCAL_OUT, NF_IP_PRI_NAT_DST, "nat"),
+        ("forward", NF_INET_FORWARD, NF_IP_PRI_FILTER, "filter"),
+        (
+            "postrouting",
+            NF_INET_POST_ROUTING,
+            NF_IP_PRI_NAT_SRC,
+            "nat",
+        ),
     ];
-    for (name, hook, priority) in chains {
+    for (name, hook, priority, kind) in chains {
         let mut m = Message::nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE, next());
         m.string(NFTA_CHAIN_TABLE, TABLE)
             .string(NFTA_CHAIN_NAME, name);
@@ -523,7 +628,7 @@ fn batch(rules: &NatRules) -> Vec<(&'static str, Vec<u8>)> {
             .be32(NFTA_HOOK_HOOKNUM, hook)
             .be32(NFTA_HOOK_PRIORITY, priority as u32)
             .end();
-        m.string(NFTA_CHAIN_TYPE, "nat");
+        m.string(NFTA_CHAIN_TYPE, kind);
         out.push(("create chain", m.finish()));
     }
     let rule = |chain: &str, exprs: &[Expr], seq: u32| {
@@ -537,6 +642,12 @@ fn batch(rules: &NatRules) -> Vec<(&'static str, Vec<u8>)> {
         m.end();
         m.finish()
     };
+    for exprs in guard_rules(rules) {
+        out.push(("add guard rule", rule("guard", &exprs, next())));
+    }
+    for exprs in forward_rules(rules) {
+        out.push(("add forward rule", rule("forward", &exprs, next())));
+    }
     for port in &rules.ports {
         let exprs = dnat_rule(port);
         out.push(("add port rule", rule("prerouting", &exprs, next())));
@@ -671,7 +782,7 @@ mod tests {
                 .count(),
             3
         );
-        assert_eq!(names.iter().filter(|n| **n == "create chain").count(), 3);
+        assert_eq!(names.iter().filter(|n| **n == "create chain").count(), 5);
         // Sequence numbers count from 1 in order, which error reports rely on.
         for (i, (_, m)) in b.iter().enumerate() {
             assert_eq!(read_u32(m, 8), Some(i as u32 + 1));

@@ -139,6 +139,12 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
             "ip saddr 10.88.0.0/16 oifname != \"berth0\" masquerade",
             "ip saddr 10.88.0.0/16 oifname \"berth0\" ct status dnat masquerade",
             "ip saddr 127.0.0.0/8 oifname \"berth0\" masquerade",
+            "type filter hook prerouting priority raw",
+            "iifname \"berth0\" ip daddr 127.0.0.0/8 drop",
+            "type filter hook forward priority filter",
+            "oifname \"berth0\" ct state established,related accept",
+            "oifname \"berth0\" ct status dnat accept",
+            "iifname \"berth0\" accept",
         ] {
             assert!(
                 listing.contains(expect),
@@ -257,6 +263,27 @@ fn published_port_and_egress_with_real_traffic() {
         drop(c);
         // Masquerade: the outside saw the host's address, not 10.88.0.2.
         assert_eq!(container.join().unwrap(), "10.99.0.1");
+        // A neighbour routing the container subnet through the host reaches nothing
+        // unpublished: the forward chain drops it (a timeout, not a refusal).
+        let mut nl = Netlink::open().unwrap();
+        let eth0 = nl.link("eth0").unwrap();
+        nl.add_route(&berth_netd::netlink::Route4 {
+            destination: Ipv4Addr::new(10, 88, 0, 0),
+            prefix: 16,
+            gateway: Some(Ipv4Addr::new(10, 99, 0, 1)),
+            interface: eth0.index,
+            source: None,
+            metric: None,
+        })
+        .unwrap();
+        let direct = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from((container_ip, 80)),
+            Duration::from_millis(1500),
+        );
+        match direct {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("a routed connection to an unpublished port got through: {other:?}"),
+        }
         enter(&host_ns);
     })
     .join()
@@ -375,7 +402,7 @@ fn dhcp_lease_renew_and_release_with_dnsmasq() {
             let held = client
                 .run(&client_stop, &mut |e: Event| {
                     if let Event::Bound(lease) = &e {
-                        host::apply_lease(&mut nl, index, lease, true).unwrap();
+                        host::apply_lease(&mut nl, index, lease, true, &[]).unwrap();
                     }
                     ev_tx.send(e).unwrap();
                 })
@@ -405,6 +432,12 @@ fn dhcp_lease_renew_and_release_with_dnsmasq() {
         );
         let route = run(&["ip", "-4", "route", "show", "default"]);
         assert!(route.contains("via 10.77.0.1 dev eth0"), "{route}");
+        // A lease inside the container subnet is refused, never applied.
+        {
+            let mut nl = Netlink::open().unwrap();
+            let refused = host::apply_lease(&mut nl, index, &first, false, &[net("10.77.0.0/16")]);
+            assert!(matches!(refused, Err(host::LeaseError::Protected { .. })), "{refused:?}");
+        }
         // Classless static routes (option 121) and the MTU option reach the kernel.
         let routes = run(&["ip", "-4", "route", "show", "10.55.0.0/16"]);
         assert!(routes.contains("via 10.77.0.1 dev eth0"), "{routes}");
@@ -559,7 +592,9 @@ fn hostile_server_garbage_then_expiry() {
         client
             .run(&stop, &mut |e: Event| {
                 match &e {
-                    Event::Bound(lease) => host::apply_lease(&mut nl, index, lease, true).unwrap(),
+                    Event::Bound(lease) => {
+                        host::apply_lease(&mut nl, index, lease, true, &[]).unwrap()
+                    }
                     Event::Lost(lease) => {
                         nl.delete_address(index, lease.address.addr.into(), lease.address.prefix)
                             .unwrap();
