@@ -591,6 +591,18 @@ network = "host"
             ),
             ("cpus = 0.5", "cpus = 0", "container[1].cpus", "cpus 0"),
             (
+                "cpus = 0.5",
+                "cpus = 0.5\nhealthcheck = { command = [\"true\"], retries = 0 }",
+                "container[1].healthcheck",
+                "retries must be at least 1",
+            ),
+            (
+                "cpus = 0.5",
+                "cpus = 0.5\nhealthcheck = { command = [\"true\"], interval = \"5\" }",
+                "container[1].healthcheck.interval",
+                "duration",
+            ),
+            (
                 "name = \"web\"",
                 "name = \"../web\"",
                 "container[1].name",

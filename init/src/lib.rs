@@ -5,11 +5,12 @@
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`supervisor`] (starting, restarting and stopping
-//! containers with `berth_runtime`), [`logs`] (their output) and [`network`] (the netd
+//! containers with `berth_runtime`), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
 //! child process and the container bridge). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
 pub mod config;
+pub mod health;
 pub mod images;
 pub mod klog;
 pub mod logs;

@@ -28,6 +28,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use crate::health::{Health, HealthStatus};
 use crate::logs::{output_pipe, LogSink};
 use crate::reaper::reap_all;
 use crate::signals::Signals;
@@ -68,6 +69,8 @@ struct Unit {
     last_delay: Duration,
     log: LogSink,
     pipe: Option<OwnedFd>,
+    /// The current run's health, for a container with a `healthcheck`.
+    health: Option<Health>,
 }
 
 impl Unit {
@@ -84,6 +87,15 @@ impl Unit {
 
     fn is_running(&self) -> bool {
         matches!(self.state, State::Running(_))
+    }
+
+    /// Running, and healthy if it has a health check: what `depends_on` waits for.
+    fn is_ready(&self) -> bool {
+        self.is_running()
+            && self
+                .health
+                .as_ref()
+                .is_none_or(|h| h.status == HealthStatus::Healthy)
     }
 }
 
@@ -140,6 +152,7 @@ impl Supervisor {
                     restarts: 0,
                     last_delay: Duration::ZERO,
                     pipe: None,
+                    health: None,
                 }
             })
             .collect();
@@ -173,13 +186,14 @@ impl Supervisor {
         self.units.get(i).is_some_and(|u| {
             u.config.depends_on.iter().all(|d| {
                 (d.0 == NETWORK_ONLINE && self.network_online)
-                    || self.units.iter().any(|o| o.name() == d.0 && o.is_running())
+                    || self.units.iter().any(|o| o.name() == d.0 && o.is_ready())
             })
         })
     }
 
     /// Starts whatever may start now and escalates stops past their deadline.
     pub fn tick(&mut self, now: Instant) {
+        self.run_checks(now);
         if self.images_ready {
             for i in 0..self.units.len() {
                 let due = match self.units.get(i).map(|u| &u.state) {
@@ -244,6 +258,11 @@ impl Supervisor {
             .filter_map(|u| match &u.state {
                 State::Backoff(at) if self.images_ready => Some(*at),
                 State::Stopping { deadline, .. } => Some(*deadline),
+                State::Running(_) => u
+                    .health
+                    .as_ref()
+                    .filter(|h| h.check.is_none())
+                    .map(|h| h.next_check),
                 _ => None,
             })
             .min()
@@ -285,6 +304,11 @@ impl Supervisor {
                 );
                 unit.log.note(&format!("started (pid {})", run.pid));
                 unit.pipe = Some(read);
+                unit.health = unit
+                    .config
+                    .healthcheck
+                    .as_ref()
+                    .map(|h| Health::new(h, Instant::now()));
                 unit.state = State::Running(Box::new(run));
             }
             Err(e) => {
@@ -325,9 +349,15 @@ impl Supervisor {
 
     /// Handles a reaped child; false if it was not a container.
     pub fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        if self.on_check_exit(pid, status) {
+            return true;
+        }
         let Some(unit) = self.units.iter_mut().find(|u| u.pid() == Some(pid)) else {
             return false;
         };
+        // A check still in flight dies with the container's cgroup; it is reaped as a
+        // stranger.
+        unit.health = None;
         let state = std::mem::replace(&mut unit.state, State::Done);
         let (run, stopping) = match state {
             State::Running(r) => (r, false),
@@ -361,6 +391,69 @@ impl Supervisor {
             Self::after_exit(unit, exit, ran);
         }
         true
+    }
+
+    /// Handles the end of a health check; false if `pid` is not one.
+    fn on_check_exit(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        let Some(unit) = self
+            .units
+            .iter_mut()
+            .find(|u| u.health.as_ref().is_some_and(|h| h.check == Some(pid)))
+        else {
+            return false;
+        };
+        let code = match status {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+            _ => berth_runtime::exec::CANNOT_RUN,
+        };
+        let (Some(health), Some(config)) = (unit.health.as_mut(), unit.config.healthcheck.as_ref())
+        else {
+            return true;
+        };
+        let failures_before = health.failures;
+        if let Some(status) = health.on_result(config, code, Instant::now()) {
+            log::info!("container {}: {status}", unit.spec.name);
+            unit.log.note(&format!("health: {status}"));
+        } else if health.failures > failures_before && health.status != HealthStatus::Unhealthy {
+            let why = match code {
+                berth_runtime::exec::TIMED_OUT => "timed out".to_string(),
+                c => format!("exit {c}"),
+            };
+            log::info!(
+                "container {}: health check failed ({why}), {} of {} in a row",
+                unit.spec.name,
+                health.failures,
+                config.retries
+            );
+        }
+        true
+    }
+
+    /// Starts the health checks that are due.
+    fn run_checks(&mut self, now: Instant) {
+        for unit in &mut self.units {
+            let (State::Running(run), Some(health), Some(config)) = (
+                &unit.state,
+                unit.health.as_mut(),
+                unit.config.healthcheck.as_ref(),
+            ) else {
+                continue;
+            };
+            if !health.due(now) {
+                continue;
+            }
+            match berth_runtime::exec::exec_in(run, &unit.spec, &config.command, config.timeout.0) {
+                Ok(pid) => health.check = Some(pid),
+                Err(e) => {
+                    log::warn!(
+                        "container {}: cannot start its health check: {e}",
+                        unit.spec.name
+                    );
+                    health.next_check = now + config.interval.0;
+                }
+            }
+        }
     }
 
     /// The log pipes to poll, with the unit index each belongs to.

@@ -236,6 +236,8 @@ pub struct ContainerConfig {
     /// Published ports (bridge network only).
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// A command run inside the container to tell whether it is healthy.
+    pub healthcheck: Option<crate::health::HealthConfig>,
     /// Mirror the container's output to the console.
     #[serde(default = "yes")]
     pub log_console: bool,
@@ -287,6 +289,9 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
                 format!("container[{i}].ports"),
                 "ports are published only from network = \"bridge\"".into(),
             );
+        }
+        if let Some(Err(e)) = c.healthcheck.as_ref().map(|h| h.validate()) {
+            return err(format!("container[{i}].healthcheck"), e);
         }
         if c.name.0 == NETWORK_ONLINE {
             return err(

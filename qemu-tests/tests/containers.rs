@@ -1,6 +1,7 @@
 //! Containers under the real PID 1 in QEMU: a baked busybox image imported at boot,
 //! two containers started in dependency order, a crashing container restarted with
-//! growing delays, an OOM kill reported as 137, output on the console, and at
+//! growing delays, health checks run inside a container gating its dependant and
+//! reporting an unhealthy one, an OOM kill reported as 137, output on the console, and at
 //! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
 //! reverse dependency order.
 
@@ -42,6 +43,29 @@ name = "crash"
 image = "busybox:latest"
 command = ["sh", "-c", "echo crashing; exit 3"]
 restart = "on-failure:4"
+
+# Healthy only once /tmp/ready exists (after 2 s); the check runs inside the container
+# (its hostname, its files) with its restrictions (no_new_privs, seccomp, capabilities).
+[[container]]
+name = "ready"
+image = "busybox:latest"
+command = ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000"]
+init = true
+healthcheck = { command = ["sh", "-c", "test -f /tmp/ready && test $(hostname) = ready && grep -q '^NoNewPrivs:.1' /proc/self/status && grep -q '^Seccomp:.2' /proc/self/status && grep -q '^CapEff:.00000000800405fb' /proc/self/status"], interval = "300ms", timeout = "2s", retries = 100 }
+
+[[container]]
+name = "after-ready"
+image = "busybox:latest"
+depends_on = ["ready"]
+command = ["sh", "-c", "echo after-ready up; exec sleep 1000"]
+init = true
+
+[[container]]
+name = "sick"
+image = "busybox:latest"
+command = ["sleep", "1000"]
+init = true
+healthcheck = { command = ["false"], interval = "200ms", retries = 2 }
 
 [[container]]
 name = "oom"
@@ -88,6 +112,9 @@ fn containers_start_in_order_restart_log_and_stop() {
     // The containers run concurrently: wait for each marker anywhere on the console.
     let deadline = Instant::now() + STEP;
     let markers = [
+        "container ready: healthy",
+        "after-ready | after-ready up",
+        "container sick: unhealthy",
         "container oom: exit",
         "container crash: exit 3; not restarting",
         "web | Seccomp:",
@@ -107,6 +134,27 @@ fn containers_start_in_order_restart_log_and_stop() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+
+    // Health: after-ready waits for ready's check to pass, which takes 2 s.
+    assert!(
+        position(&console, "container ready: healthy")
+            < position(&console, "container after-ready: started")
+    );
+    let ready_started = stamp(lines_with(&console, "container ready: started")[0]).unwrap();
+    let ready_healthy = stamp(lines_with(&console, "container ready: healthy")[0]).unwrap();
+    assert!(
+        ready_healthy - ready_started >= 2000.0,
+        "healthy after {:.0} ms",
+        ready_healthy - ready_started
+    );
+    assert_eq!(
+        lines_with(
+            &console,
+            "container sick: health check failed (exit 1), 1 of 2"
+        )
+        .len(),
+        1
+    );
 
     // Dependency order: web starts only once db runs.
     assert!(

@@ -342,7 +342,7 @@ fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<String, Chil
 ///
 /// Between this check and `execve` only processes inside the container's mount
 /// namespace could swap the path, and none exist yet.
-fn find_executable(
+pub(crate) fn find_executable(
     root: BorrowedFd<'_>,
     argv0: &str,
     path_var: &str,

@@ -14,6 +14,7 @@
 //! - [`spec`]: the validated container description and its value parsers.
 //! - [`spawn`]: the caller's side, the state layout, [`spawn::Exit`].
 //! - [`child`]: the container's side up to `execve`.
+//! - [`exec`]: a command inside a running container (health checks).
 //! - [`rootfs`]: mounts inside the container, resolved by fd.
 //! - [`process`]: argv, env, user and workdir from image + spec.
 //! - [`security`]: capabilities, `no_new_privs`, seccomp.
@@ -23,6 +24,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod exec;
 pub mod process;
 mod reaper;
 pub mod rootfs;

@@ -1,0 +1,169 @@
+//! Running a command inside a running container, as `docker exec` does: health checks.
+//!
+//! The caller (PID 1) clones a helper straight into the container's cgroup leaf, so the
+//! command counts against the container's limits. The helper enters the container's
+//! namespaces through its pidfd (`setns` with several `CLONE_NEW*` flags, Linux 5.8) and
+//! forks the command, which is then inside the container's PID namespace too. The
+//! command takes the identity of the container's PID 1 (user, groups, environment, read
+//! from its `/proc` entry as the container sees it), the container's capability set,
+//! `no_new_privs` and the seccomp filter, and its stdio goes to `/dev/null`.
+//!
+//! The helper waits for the command, kills it after the timeout, and exits with its
+//! status: the command's code, 128 + a signal, [`TIMED_OUT`], or [`CANNOT_RUN`] when it
+//! could not be started. Everything that reads the container's files happens in the
+//! helper or the command, never in the caller.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+
+use crate::spawn::Running;
+use crate::spec::{ContainerSpec, Network};
+use crate::sys::{self, Forked};
+use crate::{process, security};
+
+/// The helper's exit code when the command ran past its timeout (as `timeout(1)`).
+pub const TIMED_OUT: i32 = 124;
+/// The helper's exit code when the command could not be started.
+pub const CANNOT_RUN: i32 = 126;
+
+/// Starts `argv` inside `run`; returns the helper's pid, to be reaped by the caller.
+/// The caller must be single-threaded (PID 1 is).
+pub fn exec_in(
+    run: &Running,
+    spec: &ContainerSpec,
+    argv: &[String],
+    timeout: Duration,
+) -> std::io::Result<Pid> {
+    match sys::clone3_into_cgroup(0, run.leaf.fd())? {
+        Forked::Parent { pid, .. } => Ok(Pid::from_raw(pid)),
+        Forked::Child => {
+            let code = helper(run.pidfd.as_fd(), spec, argv, timeout);
+            sys::exit_now(code)
+        }
+    }
+}
+
+/// The helper: enter, fork the command, wait for it with a deadline.
+fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout: Duration) -> i32 {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    if spec.network != Network::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::setns(pidfd, flags) {
+        eprintln!("berth: exec in {}: entering its namespaces: {e}", spec.name);
+        return CANNOT_RUN;
+    }
+    let child = match sys::fork() {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let e = match command(spec, argv) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            eprintln!("berth: exec in {}: {e}", spec.name);
+            sys::exit_now(CANNOT_RUN)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Err(e) => {
+            eprintln!("berth: exec in {}: fork: {e}", spec.name);
+            return CANNOT_RUN;
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return CANNOT_RUN,
+        }
+        if Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return TIMED_OUT;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The command's side: identity, privileges, exec. Returns only on failure.
+fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> {
+    // Inside the container's mount namespace "/" is its root and /proc its own.
+    let status =
+        std::fs::read_to_string("/proc/1/status").map_err(|e| format!("/proc/1/status: {e}"))?;
+    let id = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uid = id("Uid:").first().copied().unwrap_or(0);
+    let gid = id("Gid:").first().copied().unwrap_or(0);
+    let groups: Vec<Gid> = id("Groups:").into_iter().map(Gid::from_raw).collect();
+    let environ = std::fs::read("/proc/1/environ").unwrap_or_default();
+    let env: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(process::DEFAULT_PATH)
+        .to_string();
+    let root: OwnedFd = std::fs::File::open("/")
+        .map_err(|e| format!("/: {e}"))?
+        .into();
+    let argv0 = argv.first().cloned().unwrap_or_default();
+    let program = crate::child::find_executable(root.as_fd(), &argv0, &path_var, "/")
+        .map_err(|e| e.to_string())?;
+    drop(root);
+
+    let keep = security::capabilities(spec);
+    security::limit_bounding_set(&keep).map_err(|e| e.to_string())?;
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+    nix::unistd::setresgid(g, g, g).map_err(|e| format!("setresgid({gid}): {e}"))?;
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("setresuid({uid}): {e}"))?;
+    security::set_capabilities(&keep, uid == 0).map_err(|e| e.to_string())?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let filters = security::filters(&keep).map_err(|e| e.to_string())?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    for fd in 0..3 {
+        nix::unistd::dup2(null.as_raw_fd(), fd).map_err(|e| format!("stdio: {e}"))?;
+    }
+    let to_c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let argv_c = argv
+        .iter()
+        .map(|a| to_c(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env_c = env.iter().map(|e| to_c(e)).collect::<Result<Vec<_>, _>>()?;
+    let program_c = to_c(&program)?;
+    sys::cloexec_from(3).map_err(|e| format!("closing descriptors: {e}"))?;
+    sys::reset_signals();
+    security::load_filters(&filters).map_err(|e| e.to_string())?;
+    let e = nix::unistd::execve(&program_c, &argv_c, &env_c).err();
+    Err(format!(
+        "exec {program}: {}",
+        e.map_or("?".into(), |e| e.to_string())
+    ))
+}
