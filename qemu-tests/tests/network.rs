@@ -1,5 +1,6 @@
 //! Networking under the real PID 1 in QEMU, on QEMU's user network: netd's DHCP lease
-//! from QEMU's server (10.0.2.15, nameserver 10.0.2.3), a container's published port
+//! from QEMU's server (10.0.2.15, nameserver 10.0.2.3), an IPv6 address from the
+//! kernel's SLAAC, a container's published port
 //! answering an HTTP request made on this machine through a `hostfwd` rule, two
 //! containers reaching each other by name, a container reaching a server on this
 //! machine's loopback through the NAT and QEMU's gateway 10.0.2.2, a static address on
@@ -29,6 +30,15 @@ name = "web"
 image = "busybox:latest"
 command = ["sh", "-c", "mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www"]
 ports = ["8080:80"]
+
+# On the host's network: the guest's IPv6 address from the kernel's SLAAC (QEMU's user
+# network advertises fec0::/64).
+[[container]]
+name = "v6"
+image = "busybox:latest"
+network = "host"
+depends_on = ["network-online"]
+command = ["sh", "-c", "for i in $(seq 50); do ip -6 addr show dev eth0 | grep -q 'inet6 fec0' && break; sleep 0.2; done; echo slaac: $(ip -6 addr show dev eth0 | grep -o 'inet6 [0-9a-f:]*' | tr '\\n' ' '); exec sleep 1000"]
 
 [[container]]
 name = "client"
@@ -109,6 +119,7 @@ fn dhcp_published_port_names_and_nat_to_host_loopback() {
             "client | by-name:",
             "client | host-loopback:",
             "client | resolv:",
+            "v6 | slaac:",
         ],
         Duration::from_secs(60),
     );
@@ -124,6 +135,7 @@ fn dhcp_published_port_names_and_nat_to_host_loopback() {
         console.contains("client | resolv: nameserver 10.0.2.3"),
         "{console}"
     );
+    assert!(console.contains("v6 | slaac: inet6 fec0::"), "{console}");
 
     // The published port, from this machine through QEMU's hostfwd and the DNAT rule.
     let deadline = Instant::now() + Duration::from_secs(30);
