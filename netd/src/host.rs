@@ -354,15 +354,17 @@ fn dhcp_thread(
     let mut first = true;
     let mut on_event = |event: Event| match event {
         Event::Bound(lease) => {
+            let acked = started.elapsed();
             match apply_lease(&mut nl, link.index, &lease, set_mtu, &protected) {
                 Ok(()) => {
                     if first {
                         log::info!(
-                            "netd: {} leased {} from {} in {:.1} ms (router {}, dns {:?}, lease {} s)",
+                            "netd: {} leased {} from {} in {:.1} ms, configured in {:.1} ms (router {}, dns {:?}, lease {} s)",
                             link.name,
                             lease.address,
                             lease.server,
-                            started.elapsed().as_secs_f64() * 1000.0,
+                            acked.as_secs_f64() * 1000.0,
+                            (started.elapsed() - acked).as_secs_f64() * 1000.0,
                             lease.router.map_or("none".into(), |r| r.to_string()),
                             lease.dns,
                             lease.lease_time.as_secs()
