@@ -64,6 +64,9 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     };
     let failed_mounts = mounts::mount_all(Path::new("/"));
     crate::klog::attach_kmsg();
+    crate::klog::quiet_kernel_console(
+        &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+    );
     log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
     match switched {
         Some(Ok(n)) => log::info!("root moved from the initramfs to a tmpfs ({n} entries)"),

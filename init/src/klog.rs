@@ -87,6 +87,32 @@ pub fn attach_kmsg() {
     LOGGER.sinks().kmsg = kmsg;
 }
 
+/// The console log level PID 1 sets: the kernel's warnings and worse still reach the
+/// console; its notices and info lines (a bridge port changing state, a link coming up,
+/// one line per container start) only the kernel log, `dmesg`.
+pub const CONSOLE_LOGLEVEL: u8 = 5;
+
+/// Lowers the kernel's console log level to [`CONSOLE_LOGLEVEL`], unless the kernel
+/// command line chose one (`loglevel=`, `debug`, `quiet`). A serial console at 115200
+/// baud is slow, and a kernel line printed while PID 1 writes one splits it.
+pub fn quiet_kernel_console(cmdline: &str) {
+    if !in_initial_pid_namespace() {
+        return;
+    }
+    let chosen = cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("loglevel=") || w == "debug" || w == "quiet");
+    if chosen {
+        return;
+    }
+    match std::fs::write("/proc/sys/kernel/printk", format!("{CONSOLE_LOGLEVEL}\n")) {
+        Ok(()) => log::info!(
+            "kernel console log level {CONSOLE_LOGLEVEL}: kernel info lines go to dmesg only (loglevel=7 keeps them)"
+        ),
+        Err(e) => log::warn!("cannot set the kernel console log level: {e}"),
+    }
+}
+
 /// Formats one console line: `[  1523.4 ms] berth: message` (warnings and errors say so).
 pub fn format_line(ms: f64, level: Level, message: &str) -> String {
     let tag = match level {

@@ -491,7 +491,7 @@ impl Supervisor {
 
     /// Sends the stop signal to every running container none of whose dependents
     /// is still up.
-    fn stop_leaves(&mut self, now: Instant) {
+    fn stop_leaves(&mut self) {
         let up: Vec<String> = self
             .units
             .iter()
@@ -520,9 +520,11 @@ impl Supervisor {
                     unit.config.stop_timeout.0.as_millis()
                 );
                 let _ = nix::sys::signal::kill(run.pid, sig);
+                // Timed from after the log line, so that the console never shows a kill
+                // sooner than `stop_timeout` after "stopping".
                 unit.state = State::Stopping {
                     run,
-                    deadline: now + unit.config.stop_timeout.0,
+                    deadline: Instant::now() + unit.config.stop_timeout.0,
                     killed: false,
                 };
             }
@@ -546,7 +548,7 @@ impl Supervisor {
         let give_up = Instant::now() + limit;
         loop {
             let now = Instant::now();
-            self.stop_leaves(now);
+            self.stop_leaves();
             self.tick(now);
             if self.units.iter().all(|u| u.pid().is_none()) || now >= give_up {
                 break;

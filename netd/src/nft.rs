@@ -562,22 +562,8 @@ fn masquerade_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
 
     let mut hairpin = saddr_in(rules.subnet);
     hairpin.extend(oifname(NFT_CMP_EQ, &rules.bridge));
-    hairpin.extend([
-        Expr::Ct {
-            key: NFT_CT_STATUS,
-            dreg: REG_1,
-        },
-        Expr::Mask {
-            reg: REG_1,
-            mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-        },
-        Expr::Cmp {
-            sreg: REG_1,
-            op: NFT_CMP_NEQ,
-            data: 0u32.to_ne_bytes().to_vec(),
-        },
-        Expr::Masquerade,
-    ]);
+    hairpin.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
+    hairpin.push(Expr::Masquerade);
 
     let mut from_loopback = saddr_in(loopback);
     from_loopback.extend(oifname(NFT_CMP_EQ, &rules.bridge));

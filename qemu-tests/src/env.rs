@@ -56,6 +56,21 @@ pub fn build_test_image(name: &str, config: &str, prepare: impl FnOnce(&Path)) -
     out
 }
 
+/// [`build_test_image`] with `busybox:latest` baked in: the config's `[[image]]` must
+/// have `path = "busybox"`. The image is built from this machine's busybox-static.
+pub fn build_busybox_test_image(name: &str, config: &str) -> PathBuf {
+    build_test_image(name, config, |dir| {
+        let layout = dir.join("busybox");
+        let _ = std::fs::remove_dir_all(&layout);
+        berth_imagefs::build::write_busybox_layout(
+            &layout,
+            Path::new("/bin/busybox"),
+            "busybox:latest",
+        )
+        .expect("busybox-static is installed (make deps)");
+    })
+}
+
 /// Where console logs go: `$BERTH_QEMU_LOG_DIR`, else `qemu-logs/` in the
 /// cargo target directory (`$CARGO_TARGET_DIR`, else the nearest ancestor
 /// of the running test binary holding cargo's `CACHEDIR.TAG`, else

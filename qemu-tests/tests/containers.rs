@@ -5,11 +5,9 @@
 //! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
 //! reverse dependency order.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_imagefs::build::write_busybox_layout;
-use berth_qemu_tests::{build_test_image, require_qemu, Qemu};
+use berth_qemu_tests::{build_busybox_test_image, require_qemu, Qemu};
 
 const BOOT: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(60);
@@ -95,12 +93,7 @@ fn containers_start_in_order_restart_log_and_stop() {
     if !require_qemu() {
         return;
     }
-    let image = build_test_image("containers", CONFIG, |dir| {
-        let layout = dir.join("busybox");
-        let _ = std::fs::remove_dir_all(&layout);
-        write_busybox_layout(&layout, Path::new("/bin/busybox"), "busybox:latest")
-            .expect("busybox-static is installed (make deps)");
-    });
+    let image = build_busybox_test_image("containers", CONFIG);
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .pvpanic(true)

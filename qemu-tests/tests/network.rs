@@ -8,11 +8,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_imagefs::build::write_busybox_layout;
-use berth_qemu_tests::{build_test_image, require_qemu, Qemu};
+use berth_qemu_tests::{build_busybox_test_image, build_test_image, require_qemu, Qemu};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -65,33 +63,39 @@ fn wait_all(vm: &berth_qemu_tests::Vm, markers: &[&str], timeout: Duration) -> S
     }
 }
 
+/// An HTTP server on this machine's loopback answering every request with `body`,
+/// which the guest reaches as 10.0.2.2; returns its port.
+fn serve_on_loopback(body: &'static str) -> u16 {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in server.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
 #[test]
 fn dhcp_published_port_names_and_nat_to_host_loopback() {
     if !require_qemu() {
         return;
     }
     // A server on this machine's loopback, which the guest reaches as 10.0.2.2.
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in server.incoming().map_while(Result::ok) {
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello from host");
-        }
-    });
+    let host_port = serve_on_loopback("hello from host");
     // A free port on this machine for the guest's published port.
     let forward_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let image = build_test_image(&format!("network-{host_port}"), &config(host_port), |dir| {
-        let layout = dir.join("busybox");
-        let _ = std::fs::remove_dir_all(&layout);
-        write_busybox_layout(&layout, Path::new("/bin/busybox"), "busybox:latest")
-            .expect("busybox-static is installed (make deps)");
-    });
+    let image = build_busybox_test_image(&format!("network-{host_port}"), &config(host_port));
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .user_net()
@@ -190,15 +194,7 @@ fn static_address_matched_by_mac_routes_containers_out() {
     if !require_qemu() {
         return;
     }
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in server.incoming().map_while(Result::ok) {
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nstatic");
-        }
-    });
+    let host_port = serve_on_loopback("static");
     // QEMU gives the first NIC 52:54:00:12:34:56; no DHCP at all.
     let config = format!(
         r#"version = 1
@@ -220,12 +216,7 @@ depends_on = ["network-online"]
 command = ["sh", "-c", "echo via-static: $(wget -q -O- http://10.0.2.2:{host_port}/); exec sleep 1000"]
 "#
     );
-    let image = build_test_image(&format!("static-{host_port}"), &config, |dir| {
-        let layout = dir.join("busybox");
-        let _ = std::fs::remove_dir_all(&layout);
-        write_busybox_layout(&layout, Path::new("/bin/busybox"), "busybox:latest")
-            .expect("busybox-static is installed (make deps)");
-    });
+    let image = build_busybox_test_image(&format!("static-{host_port}"), &config);
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .user_net()
