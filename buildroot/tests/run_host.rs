@@ -604,7 +604,8 @@ impl TestNetns {
         std::thread::spawn(move || {
             let f = std::fs::File::open(&ns)?;
             nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            let mut s = std::net::TcpStream::connect(&addr)?;
+            let addr: std::net::SocketAddr = addr.parse().expect("an IP:port");
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
             let mut out = String::new();

@@ -140,13 +140,15 @@ impl Joined {
 }
 
 /// Writes the NAT table for the bridge and `ports`, and lets the kernel route loopback
-/// sources to the bridge (`route_localnet`) only while a port is published on a
-/// loopback address; the table's `guard` chain keeps the bridge from reaching the host's
+/// sources to the bridge (`route_localnet`) only while a port the host's 127.0.0.1 can
+/// reach is published; the table's `guard` chain keeps the bridge from reaching the host's
 /// loopback either way.
 pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), BridgeError> {
+    // Reaching a port from the host's own 127.0.0.1 (published on every address, or on
+    // a loopback one) routes a loopback source to the bridge.
     let localnet = ports
         .iter()
-        .any(|p| p.host_ip.is_some_and(|ip| ip.is_loopback()));
+        .any(|p| p.host_ip.is_none_or(|ip| ip.is_loopback()));
     let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);
     if let Err(e) = std::fs::write(&path, if localnet { "1" } else { "0" }) {
         log::warn!("cannot set {path}: {e}; ports published on 127.0.0.1 may not answer");
