@@ -649,6 +649,18 @@ fn batch(rules: &NatRules) -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// The receive buffer for a batch's ACKs: with `NETLINK_CAP_ACK` each is 36 bytes.
+const ACK_BUFFER_BYTES: usize = 1 << 20;
+
+/// The batch's size, for the send buffer (the kernel doubles what it is given).
+fn bytes_len(messages: &[(&'static str, Vec<u8>)]) -> usize {
+    messages
+        .iter()
+        .map(|(_, m)| m.len())
+        .sum::<usize>()
+        .max(64 * 1024)
+}
+
 /// Replaces the `berth` table with `rules`, atomically.
 pub fn apply(rules: &NatRules) -> Result<(), NftError> {
     if rules.bridge.len() >= IFNAMSIZ {
@@ -660,6 +672,18 @@ pub fn apply(rules: &NatRules) -> Result<(), NftError> {
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(NftError::Open)?;
+    // One ACK per message: keep each small (no copy of the request) and give them room,
+    // so a table with hundreds of ports is not reported failed after it committed.
+    socket.set_cap_ack(true).map_err(NftError::Open)?;
+    socket
+        .set_rx_buf_sz(ACK_BUFFER_BYTES)
+        .map_err(NftError::Open)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::SndBuf,
+        &bytes_len(&messages),
+    )
+    .map_err(|e| NftError::Open(e.into()))?;
     let bytes: Vec<u8> = messages
         .iter()
         .flat_map(|(_, m)| m.iter().copied())

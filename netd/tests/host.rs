@@ -156,6 +156,19 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
         let again = run(&["nft", "list", "table", "ip", "berth"]);
         assert_eq!(again.matches("dnat to").count(), 2, "{again}");
         assert!(!again.contains("5353"), "{again}");
+        // Hundreds of ports: one batch, every ACK read, nothing reported falsely.
+        let many: Vec<PortForward> = (0..500u16)
+            .map(|i| PortForward {
+                host_ip: None,
+                host_port: 20000 + i,
+                protocol: Protocol::Tcp,
+                container_ip: Ipv4Addr::new(10, 88, 1, (i % 250) as u8 + 2),
+                container_port: 80,
+            })
+            .collect();
+        bridge::apply_nat(&config, many).unwrap();
+        let big = run(&["nft", "list", "table", "ip", "berth"]);
+        assert_eq!(big.matches("dnat to").count(), 1000);
         assert_eq!(
             std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
                 .unwrap()
