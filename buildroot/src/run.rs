@@ -249,7 +249,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     }
     let mut spec = spec_from_args(args)?;
     // On the bridge: lease an address, publish the ports, and give it all back at exit.
-    let joined = if args.network == "bridge" {
+    let mut joined = if args.network == "bridge" {
         let ports: Vec<PortSpec> = args
             .publish
             .iter()
@@ -313,6 +313,11 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         }
     };
     log::debug!("container {} started as pid {}", spec.name, container.pid);
+    if let Some(Leave(Some(joined))) = joined.as_mut() {
+        if let Err(e) = joined.hand_over(container.pid.as_raw() as u32) {
+            log::warn!("bridge lease of {}: {e}", spec.name);
+        }
+    }
     let status = loop {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {

@@ -694,6 +694,17 @@ fn bridge_network_publishes_ports_names_peers_and_cleans_up() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The lease is held by the container's own process, not by `berth run`: it lives
+    // exactly as long as the container.
+    let srv_pid = server.0.as_ref().unwrap().id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{srv_pid}/task/{srv_pid}/children")).unwrap();
+    let container_pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let leases = std::fs::read_to_string(f.store().join("network/ipam.json")).unwrap();
+    assert!(
+        leases.contains(&format!("\"pid\": {container_pid},")),
+        "{leases}"
+    );
     let local = ns.http_get("127.0.0.1:8080", "/").unwrap();
     assert!(local.ends_with("hello from srv\n"), "{local}");
     // A second container reaches the first by name, from its own address on the bridge.

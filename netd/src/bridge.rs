@@ -131,6 +131,15 @@ pub fn join(
 }
 
 impl Joined {
+    /// Makes the container's process (`pid`, on the host) the lease's holder: if the
+    /// process that joined dies first, the container keeps its address until it exits.
+    pub fn hand_over(&mut self, pid: u32) -> Result<(), BridgeError> {
+        let to = Holder::of(pid);
+        self.ipam.transfer(&self.name, self.holder, to)?;
+        self.holder = to;
+        Ok(())
+    }
+
     /// Gives the address back and removes the container's ports from the NAT table.
     pub fn leave(self) -> Result<(), BridgeError> {
         self.ipam.release(&self.name, self.holder)?;

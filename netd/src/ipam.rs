@@ -97,7 +97,11 @@ pub struct Holder {
 impl Holder {
     /// The calling process.
     pub fn current() -> Holder {
-        let pid = std::process::id();
+        Holder::of(std::process::id())
+    }
+
+    /// Process `pid` (its start time read now).
+    pub fn of(pid: u32) -> Holder {
         Holder {
             pid,
             start_time: start_time(pid).unwrap_or(0),
@@ -248,6 +252,24 @@ impl Ipam {
                 return Ok((address, true));
             }
             Err(IpamError::Exhausted(subnet))
+        })
+    }
+
+    /// Hands container `name`'s lease from `from` to `to` (the container's own process,
+    /// so the lease lives exactly as long as the container).
+    pub fn transfer(&self, name: &str, from: Holder, to: Holder) -> Result<(), IpamError> {
+        self.locked(|file| {
+            let mut changed = false;
+            for l in file
+                .leases
+                .iter_mut()
+                .filter(|l| l.name == name && from.holds(l))
+            {
+                l.pid = to.pid;
+                l.start_time = to.start_time;
+                changed = true;
+            }
+            Ok(((), changed))
         })
     }
 
