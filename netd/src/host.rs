@@ -317,6 +317,64 @@ pub fn run(config: &NetworkConfig, options: &Options, status: Box<dyn Write + Se
     0
 }
 
+/// Keeps the kernel in step with one interface's leases: applies each, and takes out
+/// what a renewal no longer has.
+pub struct LeaseState {
+    index: u32,
+    set_mtu: bool,
+    protected: Vec<Ipv4Net>,
+    applied: Option<Lease>,
+}
+
+impl LeaseState {
+    pub fn new(index: u32, set_mtu: bool, protected: Vec<Ipv4Net>) -> LeaseState {
+        LeaseState {
+            index,
+            set_mtu,
+            protected,
+            applied: None,
+        }
+    }
+
+    /// A lease was acknowledged: configure it (see [`apply_lease`]).
+    pub fn bound(&mut self, nl: &mut Netlink, lease: &Lease) -> Result<(), LeaseError> {
+        if let Some(old) = self.applied.take() {
+            remove_stale(nl, self.index, &old, lease);
+        }
+        apply_lease(nl, self.index, lease, self.set_mtu, &self.protected)?;
+        self.applied = Some(lease.clone());
+        Ok(())
+    }
+
+    /// A lease was lost: its address goes (and the routes through it with it).
+    pub fn lost(&mut self, nl: &mut Netlink, lease: &Lease) -> Result<(), NetlinkError> {
+        self.applied = None;
+        nl.delete_address(
+            self.index,
+            IpAddr::V4(lease.address.addr),
+            lease.address.prefix,
+        )
+    }
+}
+
+/// Takes out of the kernel what `old` configured and `new` no longer has: a different
+/// prefix on the same address, and classless routes the server stopped sending.
+fn remove_stale(nl: &mut Netlink, index: u32, old: &Lease, new: &Lease) {
+    if old.address != new.address {
+        let _ = nl.delete_address(index, IpAddr::V4(old.address.addr), old.address.prefix);
+    }
+    for (dest, gw) in old.routes.iter().filter(|r| !new.routes.contains(r)) {
+        let _ = nl.delete_route(&Route4 {
+            destination: dest.network(),
+            prefix: dest.prefix,
+            gateway: (!gw.is_unspecified()).then_some(*gw),
+            interface: index,
+            source: Some(old.address.addr),
+            metric: None,
+        });
+    }
+}
+
 fn dhcp_thread(
     client: Client,
     link: Link,
@@ -352,10 +410,11 @@ fn dhcp_thread(
         started.elapsed().as_secs_f64() * 1000.0
     );
     let mut first = true;
+    let mut state = LeaseState::new(link.index, set_mtu, protected);
     let mut on_event = |event: Event| match event {
         Event::Bound(lease) => {
             let acked = started.elapsed();
-            match apply_lease(&mut nl, link.index, &lease, set_mtu, &protected) {
+            match state.bound(&mut nl, &lease) {
                 Ok(()) => {
                     if first {
                         log::info!(
@@ -385,11 +444,7 @@ fn dhcp_thread(
             reporter.set_dns(&link.name, lease.dns.clone(), search);
         }
         Event::Lost(lease) => {
-            if let Err(e) = nl.delete_address(
-                link.index,
-                IpAddr::V4(lease.address.addr),
-                lease.address.prefix,
-            ) {
+            if let Err(e) = state.lost(&mut nl, &lease) {
                 log::error!("netd: {}: removing {}: {e}", link.name, lease.address);
             }
             reporter.set_dns(&link.name, Vec::new(), Vec::new());

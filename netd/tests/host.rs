@@ -636,3 +636,110 @@ fn hostile_server_garbage_then_expiry() {
     .join()
     .unwrap();
 }
+
+/// A server whose renewal ACK changes the prefix (/24 to /16) and stops sending a
+/// classless route: the old address and the old route leave the kernel.
+#[test]
+fn renewal_that_changes_the_lease_leaves_nothing_stale() {
+    if !root() {
+        return;
+    }
+    use dhcproto::v4::{self, DhcpOption, MessageType, Opcode};
+    use dhcproto::{Decodable, Encodable};
+    std::thread::spawn(|| {
+        let (_server_ns, client_ns, index, mac) = dhcp_pair();
+        let sock = UdpSocket::bind("0.0.0.0:67").unwrap();
+        sock.set_broadcast(true).unwrap();
+        nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from("srv0"),
+        )
+        .unwrap();
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut acks = 0;
+            while acks < 2 {
+                let n = sock.recv(&mut buf).unwrap();
+                let Ok(req) = v4::Message::decode(&mut dhcproto::Decoder::new(&buf[..n])) else {
+                    continue;
+                };
+                let kind = match req.opts().msg_type() {
+                    Some(MessageType::Discover) => MessageType::Offer,
+                    Some(MessageType::Request) => MessageType::Ack,
+                    _ => continue,
+                };
+                let renewal = kind == MessageType::Ack && acks == 1;
+                let zero = Ipv4Addr::UNSPECIFIED;
+                let mut m = v4::Message::new_with_id(
+                    req.xid(),
+                    zero,
+                    Ipv4Addr::new(10, 77, 0, 9),
+                    zero,
+                    zero,
+                    &mac,
+                );
+                m.set_opcode(Opcode::BootReply);
+                let o = m.opts_mut();
+                o.insert(DhcpOption::MessageType(kind));
+                let mask = if renewal {
+                    [255, 255, 0, 0]
+                } else {
+                    [255, 255, 255, 0]
+                };
+                o.insert(DhcpOption::SubnetMask(mask.into()));
+                o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 77, 0, 1)));
+                o.insert(DhcpOption::AddressLeaseTime(60));
+                o.insert(DhcpOption::Renewal(1));
+                o.insert(DhcpOption::Rebinding(2));
+                if !renewal {
+                    o.insert(DhcpOption::ClasslessStaticRoute(vec![(
+                        "10.55.0.0/16".parse().unwrap(),
+                        Ipv4Addr::new(10, 77, 0, 1),
+                    )]));
+                }
+                // The renewal is unicast to the server: answer where it came from.
+                let to = if renewal {
+                    SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 9), 68)
+                } else {
+                    SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+                };
+                sock.send_to(&m.to_vec().unwrap(), to).unwrap();
+                if kind == MessageType::Ack {
+                    acks += 1;
+                }
+            }
+        });
+        enter(&client_ns);
+        let client = Client::new("eth0", mac, None, fast_timing()).unwrap();
+        let mut nl = Netlink::open().unwrap();
+        let mut state = host::LeaseState::new(index, true, Vec::new());
+        let stop = AtomicBool::new(false);
+        let mut bound = 0;
+        client
+            .run(&stop, &mut |e: Event| {
+                if let Event::Bound(lease) = &e {
+                    state.bound(&mut nl, lease).unwrap();
+                    bound += 1;
+                    if bound == 2 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            })
+            .unwrap();
+        server.join().unwrap();
+        let addr = run(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(addr.contains("10.77.0.9/16"), "{addr}");
+        assert!(
+            !addr.contains("10.77.0.9/24"),
+            "the old prefix stayed: {addr}"
+        );
+        let routes = run(&["ip", "-4", "route", "show", "10.55.0.0/16"]);
+        assert!(
+            routes.trim().is_empty(),
+            "the dropped route stayed: {routes}"
+        );
+    })
+    .join()
+    .unwrap();
+}
