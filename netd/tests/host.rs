@@ -519,6 +519,70 @@ fn silent_server_never_blocks_and_stops_promptly() {
     .unwrap();
 }
 
+/// A scripted DHCP server on `srv0` of the calling thread's namespace (port 67). For
+/// each DISCOVER or REQUEST, `answer(kind, xid, acks_so_far)` gives the datagrams to send
+/// (bytes and destination), where `kind` is OFFER or ACK; it stops after `acks` ACKs.
+fn scripted_dhcp_server(
+    acks: usize,
+    mut answer: impl FnMut(dhcproto::v4::MessageType, u32, usize) -> Vec<(Vec<u8>, SocketAddrV4)>
+        + Send
+        + 'static,
+) -> std::thread::JoinHandle<()> {
+    use dhcproto::v4::{self, MessageType};
+    use dhcproto::Decodable;
+    let sock = UdpSocket::bind("0.0.0.0:67").unwrap();
+    sock.set_broadcast(true).unwrap();
+    // Broadcasts leave through the bridge; there is no route to choose one.
+    nix::sys::socket::setsockopt(
+        &sock,
+        nix::sys::socket::sockopt::BindToDevice,
+        &std::ffi::OsString::from("srv0"),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut acked = 0;
+        while acked < acks {
+            let n = sock.recv(&mut buf).unwrap();
+            let Ok(req) = v4::Message::decode(&mut dhcproto::Decoder::new(&buf[..n])) else {
+                continue;
+            };
+            let kind = match req.opts().msg_type() {
+                Some(MessageType::Discover) => MessageType::Offer,
+                Some(MessageType::Request) => MessageType::Ack,
+                _ => continue,
+            };
+            for (bytes, to) in answer(kind, req.xid(), acked) {
+                sock.send_to(&bytes, to).unwrap();
+            }
+            if kind == MessageType::Ack {
+                acked += 1;
+            }
+        }
+    })
+}
+
+/// A reply of `kind` offering 10.77.0.9 from server 10.77.0.1, with `options`.
+fn reply_to(
+    kind: dhcproto::v4::MessageType,
+    xid: u32,
+    mac: [u8; 6],
+    options: Vec<dhcproto::v4::DhcpOption>,
+) -> Vec<u8> {
+    use dhcproto::v4::{self, DhcpOption, Opcode};
+    use dhcproto::Encodable;
+    let zero = Ipv4Addr::UNSPECIFIED;
+    let mut m = v4::Message::new_with_id(xid, zero, Ipv4Addr::new(10, 77, 0, 9), zero, zero, &mac);
+    m.set_opcode(Opcode::BootReply);
+    let o = m.opts_mut();
+    o.insert(DhcpOption::MessageType(kind));
+    o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 77, 0, 1)));
+    for option in options {
+        o.insert(option);
+    }
+    m.to_vec().unwrap()
+}
+
 /// A server that answers every request with a list of garbage first, then a valid
 /// reply with a 4-second lease, then goes silent: the client must skip the garbage, take
 /// the lease, and drop the address when it expires.
@@ -527,74 +591,40 @@ fn hostile_server_garbage_then_expiry() {
     if !root() {
         return;
     }
-    use dhcproto::v4::{self, DhcpOption, MessageType, Opcode};
-    use dhcproto::{Decodable, Encodable};
+    use dhcproto::v4::DhcpOption;
     std::thread::spawn(|| {
         let (_server_ns, client_ns, index, mac) = dhcp_pair();
-        let sock = UdpSocket::bind("0.0.0.0:67").unwrap();
-        sock.set_broadcast(true).unwrap();
-        // Broadcasts leave through the bridge; there is no route to choose one.
-        nix::sys::socket::setsockopt(
-            &sock,
-            nix::sys::socket::sockopt::BindToDevice,
-            &std::ffi::OsString::from("srv0"),
-        )
-        .unwrap();
-        let server = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            let mut answered = 0;
-            while answered < 2 {
-                let n = sock.recv(&mut buf).unwrap();
-                let Ok(req) = v4::Message::decode(&mut dhcproto::Decoder::new(&buf[..n])) else {
-                    continue;
-                };
-                let kind = match req.opts().msg_type() {
-                    Some(MessageType::Discover) => MessageType::Offer,
-                    Some(MessageType::Request) => MessageType::Ack,
-                    _ => continue,
-                };
-                let zero = Ipv4Addr::UNSPECIFIED;
-                let mut good = v4::Message::new_with_id(
-                    req.xid(),
-                    zero,
-                    Ipv4Addr::new(10, 77, 0, 9),
-                    zero,
-                    zero,
-                    &mac,
-                );
-                good.set_opcode(Opcode::BootReply);
-                let o = good.opts_mut();
-                o.insert(DhcpOption::MessageType(kind));
-                o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
-                o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 77, 0, 1)));
-                o.insert(DhcpOption::AddressLeaseTime(4));
-                let good = good.to_vec().unwrap();
-                let mut garbage: Vec<Vec<u8>> =
-                    vec![vec![0xff; 7], good[..good.len() / 2].to_vec()];
-                // An option claiming more bytes than the datagram has.
-                let mut overrun = good.clone();
-                let end = overrun.len() - 1;
-                overrun[end] = 3; // a Router option header in place of END
-                overrun.push(200);
-                garbage.push(overrun);
-                // 4000 bytes of options: oversized, and pad.
-                let mut oversized = good[..good.len() - 1].to_vec();
-                for _ in 0..15 {
-                    oversized.extend_from_slice(&[43, 255]);
-                    oversized.extend_from_slice(&[0x41; 255]);
-                }
-                oversized.push(255);
-                garbage.push(oversized);
-                // A broadcast address as the offer.
-                let mut bcast = good.clone();
-                bcast[16..20].copy_from_slice(&[10, 77, 0, 255]);
-                garbage.push(bcast);
-                let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
-                for g in garbage.iter().chain(std::iter::once(&good)) {
-                    sock.send_to(g, to).unwrap();
-                }
-                answered += 1;
+        let server = scripted_dhcp_server(1, move |kind, xid, _| {
+            let good = reply_to(
+                kind,
+                xid,
+                mac,
+                vec![
+                    DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+                    DhcpOption::AddressLeaseTime(4),
+                ],
+            );
+            let mut garbage: Vec<Vec<u8>> = vec![vec![0xff; 7], good[..good.len() / 2].to_vec()];
+            // An option claiming more bytes than the datagram has.
+            let mut overrun = good.clone();
+            let end = overrun.len() - 1;
+            overrun[end] = 3; // a Router option header in place of END
+            overrun.push(200);
+            garbage.push(overrun);
+            // 4000 bytes of options: oversized, and pad.
+            let mut oversized = good[..good.len() - 1].to_vec();
+            for _ in 0..15 {
+                oversized.extend_from_slice(&[43, 255]);
+                oversized.extend_from_slice(&[0x41; 255]);
             }
+            oversized.push(255);
+            garbage.push(oversized);
+            // A broadcast address as the offer.
+            let mut bcast = good.clone();
+            bcast[16..20].copy_from_slice(&[10, 77, 0, 255]);
+            garbage.push(bcast);
+            let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+            garbage.into_iter().chain([good]).map(|g| (g, to)).collect()
         });
         enter(&client_ns);
         let client = Client::new("eth0", mac, None, fast_timing()).unwrap();
@@ -644,71 +674,35 @@ fn renewal_that_changes_the_lease_leaves_nothing_stale() {
     if !root() {
         return;
     }
-    use dhcproto::v4::{self, DhcpOption, MessageType, Opcode};
-    use dhcproto::{Decodable, Encodable};
+    use dhcproto::v4::{DhcpOption, MessageType};
     std::thread::spawn(|| {
         let (_server_ns, client_ns, index, mac) = dhcp_pair();
-        let sock = UdpSocket::bind("0.0.0.0:67").unwrap();
-        sock.set_broadcast(true).unwrap();
-        nix::sys::socket::setsockopt(
-            &sock,
-            nix::sys::socket::sockopt::BindToDevice,
-            &std::ffi::OsString::from("srv0"),
-        )
-        .unwrap();
-        let server = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            let mut acks = 0;
-            while acks < 2 {
-                let n = sock.recv(&mut buf).unwrap();
-                let Ok(req) = v4::Message::decode(&mut dhcproto::Decoder::new(&buf[..n])) else {
-                    continue;
-                };
-                let kind = match req.opts().msg_type() {
-                    Some(MessageType::Discover) => MessageType::Offer,
-                    Some(MessageType::Request) => MessageType::Ack,
-                    _ => continue,
-                };
-                let renewal = kind == MessageType::Ack && acks == 1;
-                let zero = Ipv4Addr::UNSPECIFIED;
-                let mut m = v4::Message::new_with_id(
-                    req.xid(),
-                    zero,
-                    Ipv4Addr::new(10, 77, 0, 9),
-                    zero,
-                    zero,
-                    &mac,
-                );
-                m.set_opcode(Opcode::BootReply);
-                let o = m.opts_mut();
-                o.insert(DhcpOption::MessageType(kind));
-                let mask = if renewal {
-                    [255, 255, 0, 0]
-                } else {
-                    [255, 255, 255, 0]
-                };
-                o.insert(DhcpOption::SubnetMask(mask.into()));
-                o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 77, 0, 1)));
-                o.insert(DhcpOption::AddressLeaseTime(60));
-                o.insert(DhcpOption::Renewal(1));
-                o.insert(DhcpOption::Rebinding(2));
-                if !renewal {
-                    o.insert(DhcpOption::ClasslessStaticRoute(vec![(
-                        "10.55.0.0/16".parse().unwrap(),
-                        Ipv4Addr::new(10, 77, 0, 1),
-                    )]));
-                }
-                // The renewal is unicast to the server: answer where it came from.
-                let to = if renewal {
-                    SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 9), 68)
-                } else {
-                    SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
-                };
-                sock.send_to(&m.to_vec().unwrap(), to).unwrap();
-                if kind == MessageType::Ack {
-                    acks += 1;
-                }
+        let server = scripted_dhcp_server(2, move |kind, xid, acks| {
+            let renewal = kind == MessageType::Ack && acks == 1;
+            let mask = if renewal {
+                [255, 255, 0, 0]
+            } else {
+                [255, 255, 255, 0]
+            };
+            let mut options = vec![
+                DhcpOption::SubnetMask(mask.into()),
+                DhcpOption::AddressLeaseTime(60),
+                DhcpOption::Renewal(1),
+                DhcpOption::Rebinding(2),
+            ];
+            if !renewal {
+                options.push(DhcpOption::ClasslessStaticRoute(vec![(
+                    "10.55.0.0/16".parse().unwrap(),
+                    Ipv4Addr::new(10, 77, 0, 1),
+                )]));
             }
+            // The renewal is unicast to the server: answer where it came from.
+            let to = if renewal {
+                SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 9), 68)
+            } else {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+            };
+            vec![(reply_to(kind, xid, mac, options), to)]
         });
         enter(&client_ns);
         let client = Client::new("eth0", mac, None, fast_timing()).unwrap();
