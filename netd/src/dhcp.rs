@@ -361,6 +361,53 @@ pub struct Client {
     hostname: Option<String>,
     timing: Timing,
     socket: OwnedFd,
+    /// Bounds the "ignoring a reply" lines a hostile network can cause.
+    ignored: std::cell::RefCell<Throttle>,
+}
+
+/// A log budget: at most [`Throttle::PER_WINDOW`] lines per [`Throttle::WINDOW`]; what is
+/// held back is counted and reported with the next line let through.
+#[derive(Debug)]
+pub struct Throttle {
+    window_start: Option<Instant>,
+    shown: u32,
+    held_back: u32,
+}
+
+impl Throttle {
+    pub const WINDOW: Duration = Duration::from_secs(10);
+    pub const PER_WINDOW: u32 = 5;
+
+    pub fn new() -> Throttle {
+        Throttle {
+            window_start: None,
+            shown: 0,
+            held_back: 0,
+        }
+    }
+
+    /// Whether a line may be logged now, and how many were held back before it.
+    pub fn allow(&mut self, now: Instant) -> Option<u32> {
+        if self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW)
+        {
+            self.window_start = Some(now);
+            self.shown = 0;
+        }
+        if self.shown >= Self::PER_WINDOW {
+            self.held_back = self.held_back.saturating_add(1);
+            return None;
+        }
+        self.shown += 1;
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
 }
 
 impl Client {
@@ -405,6 +452,7 @@ impl Client {
             hostname,
             timing,
             socket,
+            ignored: std::cell::RefCell::new(Throttle::new()),
         })
     }
 
@@ -458,7 +506,17 @@ impl Client {
                 Ok(reply) => return Some(reply),
                 // Replies to other clients on a shared segment are normal; say nothing.
                 Err(ReplyError::OtherTransaction { .. } | ReplyError::OtherClient(_)) => {}
-                Err(e) => log::warn!("dhcp {}: ignoring a reply: {e}", self.interface),
+                Err(e) => {
+                    let allowed = self.ignored.borrow_mut().allow(Instant::now());
+                    match allowed {
+                        Some(0) => log::warn!("dhcp {}: ignoring a reply: {e}", self.interface),
+                        Some(n) => log::warn!(
+                            "dhcp {}: ignoring a reply: {e} ({n} more ignored without a word)",
+                            self.interface
+                        ),
+                        None => {}
+                    }
+                }
             }
         }
     }
@@ -736,6 +794,22 @@ mod tests {
         }
         // Mutations that miss the checked fields still decode: the pass is not vacuous.
         assert!(accepted > 100, "only {accepted} mutated replies accepted");
+    }
+
+    #[test]
+    fn ignored_replies_are_logged_within_a_budget() {
+        let mut t = Throttle::new();
+        let t0 = Instant::now();
+        let shown = (0..100)
+            .filter(|i| t.allow(t0 + Duration::from_millis(*i)).is_some())
+            .count();
+        assert_eq!(shown as u32, Throttle::PER_WINDOW);
+        // The next window lets a line through and reports what was held back.
+        assert_eq!(
+            t.allow(t0 + Throttle::WINDOW),
+            Some(100 - Throttle::PER_WINDOW)
+        );
+        assert_eq!(t.allow(t0 + Throttle::WINDOW), Some(0));
     }
 
     #[test]
