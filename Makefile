@@ -24,7 +24,7 @@ export BERTH_INIT := $(abspath $(INIT))
 CARGO_HOME ?= $(HOME)/.cargo
 INIT_RUSTFLAGS := -C target-feature=+crt-static --remap-path-prefix=$(CURDIR)=/berth --remap-path-prefix=$(CARGO_HOME)=/cargo
 
-.PHONY: all deps init floor-init berth kernel demo-image demo test lint unit-tests host-tests qemu-tests bench clean
+.PHONY: all deps init floor-init berth kernel busybox-image demo-image demo test lint unit-tests host-tests qemu-tests bench clean
 
 all: init berth
 
@@ -45,9 +45,12 @@ init:
 berth:
 	$(CARGO) build --release --locked -p berth-buildroot --bin berth
 
-demo-image: deps init berth
-	$(BERTH) kernel fetch || { apt-get update -qq && $(BERTH) kernel fetch; }
+# The demo's busybox image, written reproducibly from Debian's busybox-static.
+busybox-image: deps berth
 	$(BERTH) image busybox examples/images/busybox.oci
+
+demo-image: busybox-image init
+	$(BERTH) kernel fetch || { apt-get update -qq && $(BERTH) kernel fetch; }
 	$(BERTH) build examples/demo.toml -o $(DEMO_DIR) --init $(INIT)
 
 demo: demo-image
@@ -72,10 +75,9 @@ test: deps init kernel lint
 floor-init:
 	RUSTFLAGS="$(INIT_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p berth-qemu-tests --bin floor-init
 
-bench: deps init floor-init kernel
+bench: deps init floor-init kernel busybox-image berth
 	$(CARGO) run --release --locked -p berth-qemu-tests --bin berth-bench
 	$(CARGO) run --release --locked -p berth-imagefs --example bench_unpack
-	$(CARGO) build --release --locked -p berth-buildroot
 	$(CARGO) run --release --locked -p berth-buildroot --example bench_run
 	$(CARGO) run --release --locked -p berth-netd --example bench_network
 

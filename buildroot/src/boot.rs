@@ -66,60 +66,20 @@ pub struct BootOptions {
     pub extra: Vec<OsString>,
 }
 
-/// A port forwarded from this machine into the guest: `-p [IP:]HOST:GUEST[/udp]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    pub udp: bool,
-    /// The local address to listen on; `None`: every address, as `docker run -p` does.
-    pub host_ip: Option<std::net::Ipv4Addr>,
-    pub host_port: u16,
-    pub guest_port: u16,
-}
+/// A port forwarded from this machine into the guest, `-p [IP:]HOST:GUEST[/udp]`: the
+/// same syntax as a container's `ports`, so `container_port` is the guest's port here.
+pub use berth_netd::config::PortSpec as Publish;
 
-impl std::str::FromStr for Publish {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Publish, String> {
-        let bad = || {
-            format!(
-                "{text:?}: write HOST:GUEST, IP:HOST:GUEST, or either with /udp (ports 1 to 65535)"
-            )
-        };
-        let (ports, udp) = match text.rsplit_once('/') {
-            Some((p, "udp")) => (p, true),
-            Some((p, "tcp")) => (p, false),
-            Some(_) => return Err(bad()),
-            None => (text, false),
-        };
-        let port = |p: &str| match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-            _ => Err(bad()),
-        };
-        let parts: Vec<&str> = ports.split(':').collect();
-        let (host_ip, host, guest) = match parts.as_slice() {
-            [h, g] => (None, *h, *g),
-            [ip, h, g] => (Some(ip.parse().map_err(|_| bad())?), *h, *g),
-            _ => return Err(bad()),
-        };
-        Ok(Publish {
-            udp,
-            host_ip,
-            host_port: port(host)?,
-            guest_port: port(guest)?,
-        })
-    }
-}
-
-impl Publish {
-    /// The `hostfwd=` rule for QEMU's `-nic user`.
-    fn hostfwd(&self) -> String {
-        format!(
-            "hostfwd={}:{}:{}-:{}",
-            if self.udp { "udp" } else { "tcp" },
-            self.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            self.host_port,
-            self.guest_port
-        )
-    }
+/// The `hostfwd=` rule for QEMU's `-nic user`; no address listens on every one, as
+/// `docker run -p` does.
+fn hostfwd(p: &Publish) -> String {
+    format!(
+        "hostfwd={}:{}:{}-:{}",
+        p.protocol.as_str(),
+        p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        p.host_port,
+        p.container_port
+    )
 }
 
 /// The `-nic` argument: a virtio NIC on QEMU's user network with the forwards.
@@ -130,7 +90,7 @@ fn nic(opts: &BootOptions) -> String {
     let mut nic = String::from("user,model=virtio-net-pci");
     for p in &opts.publish {
         nic.push(',');
-        nic.push_str(&p.hostfwd());
+        nic.push_str(&hostfwd(p));
     }
     nic
 }

@@ -7,7 +7,7 @@
 //! 1. [`ModuleTree::scan`] indexes every `kernel/**/*.ko` by module name (the file stem with
 //!    `-` turned into `_`, which is the kernel's `KBUILD_MODNAME`), and reads
 //!    `modules.builtin`;
-//! 2. [`ModuleTree::resolve`] turns the config's `kernel.modules` plus [`DEFAULT_MODULES`]
+//! 2. [`ModuleTree::resolve`] turns the config's `kernel.modules` plus [`image_modules`]
 //!    into root names: a configured module that is neither a module nor built in is an
 //!    error; a default one that this kernel lacks or builds in is skipped;
 //! 3. [`ModuleTree::load_closure`] reads each root's `.modinfo` ELF section
@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 use object::{Object, ObjectSection};
 
 /// Modules every image carries when the kernel has them as modules: drivers for the usual
-/// virtual and cloud hardware (QEMU/KVM virtio, AWS ENA, GCP gVNIC, VMware, Hyper-V, Xen),
-/// the ACPI power button and evdev (clean shutdown on a power-button press), pvpanic (so
-/// the hypervisor learns of a kernel panic) and overlayfs (container root filesystems).
-/// [`image_modules`] adds the container network's, which PID 1 loads by the same list.
+/// virtual and cloud hardware (QEMU/KVM virtio, AWS ENA, GCP gVNIC, VMware, Hyper-V, Xen)
+/// and pvpanic (so the hypervisor learns of a kernel panic). [`image_modules`] adds the
+/// ones PID 1 loads by name: the ACPI power button and evdev, overlayfs, and the container
+/// network's.
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_net",
@@ -53,18 +53,18 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "xen_blkfront",
     "ahci",
     "sd_mod",
-    "button",
-    "evdev",
     "pvpanic_mmio",
     "pvpanic_pci",
-    "overlay",
 ];
 
 /// Every module an image carries besides the config's: [`DEFAULT_MODULES`] and the
-/// bridge network's (`berth_init::network::BRIDGE_MODULES`).
+/// lists PID 1 loads by name (its own, the containers' and the bridge network's), so the
+/// two can never disagree.
 pub fn image_modules() -> Vec<&'static str> {
     DEFAULT_MODULES
         .iter()
+        .chain(berth_init::boot::OWN_MODULES)
+        .chain(berth_init::boot::CONTAINER_MODULES)
         .chain(berth_init::network::BRIDGE_MODULES)
         .copied()
         .collect()

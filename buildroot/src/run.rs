@@ -75,7 +75,7 @@ pub struct RunArgs {
         long = "publish",
         value_name = "[IP:]HOST:CONTAINER[/udp]"
     )]
-    pub publish: Vec<String>,
+    pub publish: Vec<PortSpec>,
     /// Run a tiny init as the container's PID 1 that forwards signals and reaps.
     #[arg(long)]
     pub init: bool,
@@ -111,11 +111,7 @@ pub struct RunArgs {
 }
 
 fn random_name() -> String {
-    let mut bytes = [0u8; 6];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("run-{hex}")
+    format!("run-{}", berth_imagefs::store::random_id())
 }
 
 /// The container spec the flags describe.
@@ -158,9 +154,6 @@ pub fn spec_from_args(a: &RunArgs) -> Result<ContainerSpec, String> {
     };
     if !a.publish.is_empty() && a.network != "bridge" {
         return Err("-p/--publish needs --network bridge".into());
-    }
-    for p in &a.publish {
-        PortSpec::parse(p).map_err(|e| format!("-p {e}"))?;
     }
     s.init = a.init;
     s.user = a
@@ -229,19 +222,6 @@ impl From<&str> for RunError {
     }
 }
 
-/// Gives the bridge lease back however `run` returns.
-struct Leave(Option<berth_netd::bridge::Joined>);
-
-impl Drop for Leave {
-    fn drop(&mut self) {
-        if let Some(joined) = self.0.take() {
-            if let Err(e) = joined.leave() {
-                log::warn!("leaving the bridge network: {e}");
-            }
-        }
-    }
-}
-
 /// Runs the container; returns its exit code.
 pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     if !nix::unistd::geteuid().is_root() {
@@ -250,20 +230,15 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     let mut spec = spec_from_args(args)?;
     // On the bridge: lease an address, publish the ports, and give it all back at exit.
     let mut joined = if args.network == "bridge" {
-        let ports: Vec<PortSpec> = args
-            .publish
-            .iter()
-            .filter_map(|p| PortSpec::parse(p).ok())
-            .collect();
         let (attachment, joined) = berth_netd::bridge::join(
             &args.store,
             &berth_netd::config::BridgeConfig::default(),
             &spec.name,
-            &ports,
+            &args.publish,
         )
         .map_err(|e| format!("bridge network: {}", berth_imagefs::error_chain(&e)))?;
         spec.network = Network::Bridge(attachment);
-        Some(Leave(Some(joined)))
+        Some(joined)
     } else {
         None
     };
@@ -298,10 +273,9 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     let started = runtime.start(&spec, stdio, true);
     let container = match started {
         Ok(c) => c,
+        // A failed start removes what it created itself (and never touches the
+        // directory of another container of the same name).
         Err(e) => {
-            if args.rm {
-                let _ = runtime.remove(&spec.name);
-            }
             let code = match e {
                 berth_runtime::StartError::Setup { .. } => 127,
                 _ => 125,
@@ -313,7 +287,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         }
     };
     log::debug!("container {} started as pid {}", spec.name, container.pid);
-    if let Some(Leave(Some(joined))) = joined.as_mut() {
+    if let Some(joined) = joined.as_mut() {
         if let Err(e) = joined.hand_over(container.pid.as_raw() as u32) {
             log::warn!("bridge lease of {}: {e}", spec.name);
         }
@@ -322,7 +296,16 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}").into()),
+            Err(e) => {
+                // Without the signalfd nothing can be forwarded: end the container
+                // and fall through to the normal cleanup once it is reaped.
+                log::error!("poll: {e}; killing the container");
+                container.leaf.kill();
+                match waitpid(container.pid, None) {
+                    Ok(status) => break status,
+                    Err(e) => return Err(format!("waiting for the container: {e}").into()),
+                }
+            }
         }
         let mut exited = None;
         while let Ok(Some(info)) = signals.read_signal() {
@@ -334,7 +317,9 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
                     Ok(WaitStatus::StillAlive) | Err(_) => {}
                     Ok(status) => exited = Some(status),
                 }
-            } else {
+            } else if exited.is_none() {
+                // Once reaped, the pid may already be another process's: forward
+                // nothing more.
                 log::debug!("forwarding {sig} to the container");
                 let _ = nix::sys::signal::kill(container.pid, sig);
             }

@@ -124,7 +124,20 @@ fn json_out(v: &impl serde::Serialize) -> Result<(), AnyError> {
 
 fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
     if let ImageCommand::Busybox { out, busybox, name } = &args.command {
+        // Replace only an image layout (or an empty directory): never anything else
+        // that happens to be at OUT.
         if out.exists() {
+            let is_layout = out.join("oci-layout").is_file();
+            let is_empty = std::fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !is_layout && !is_empty {
+                return Err(format!(
+                    "{} exists and is not an OCI image layout: refusing to replace it",
+                    out.display()
+                )
+                .into());
+            }
             std::fs::remove_dir_all(out)?;
         }
         let digest = crate::build::write_busybox_layout(out, busybox, name)?;

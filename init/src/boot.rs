@@ -36,10 +36,10 @@ use crate::signals::{request_for, Request, SignalError, Signals};
 use crate::supervisor::Supervisor;
 
 /// Modules PID 1 loads for itself: the ACPI power button and its event device.
-const OWN_MODULES: &[&str] = &["button", "evdev"];
+pub const OWN_MODULES: &[&str] = &["button", "evdev"];
 /// Modules containers need: overlayfs for their root filesystems. Loaded by PID 1
 /// because the kernel's on-demand loading would call a `modprobe` berth does not have.
-const CONTAINER_MODULES: &[&str] = &["overlay"];
+pub const CONTAINER_MODULES: &[&str] = &["overlay"];
 
 /// Why boot could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +64,8 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     };
     let failed_mounts = mounts::mount_all(Path::new("/"));
     crate::klog::attach_kmsg();
-    crate::klog::quiet_kernel_console(
-        &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
-    );
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    crate::klog::quiet_kernel_console(&cmdline);
     log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
     match switched {
         Some(Ok(n)) => log::info!("root moved from the initramfs to a tmpfs ({n} entries)"),
@@ -80,9 +79,9 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         Err(e) => log::error!("{e}"),
     }
 
-    let (config, config_error) = load_config();
+    let (config, config_error) = load_config(&cmdline);
     set_hostname(&config);
-    match berth_runtime::set_link_up("lo") {
+    match berth_netd::netlink::loopback_up() {
         Ok(()) => log::info!("loopback up"),
         Err(e) => log::error!("cannot bring up loopback: {e}"),
     }
@@ -115,7 +114,7 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     let bridge = if network::uses_bridge(&config) {
         // After "ready": the bridge and NAT modules are needed only by containers.
         load_bridge_modules();
-        network::prepare_bridge(&config, Path::new(network::IPAM_DIR))
+        network::prepare_bridge(&config, &network::ipam_dir())
     } else {
         Ok(Default::default())
     };
@@ -142,9 +141,8 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
 
 /// Reads the config and applies the kernel command line. A broken config yields the
 /// defaults plus the error, so that the machine still boots and says what is wrong.
-fn load_config() -> (HostConfig, Option<ConfigError>) {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let overrides = CmdlineOverrides::parse(&cmdline);
+fn load_config(cmdline: &str) -> (HostConfig, Option<ConfigError>) {
+    let overrides = CmdlineOverrides::parse(cmdline);
     for w in &overrides.warnings {
         log::warn!("kernel command line: {w}");
     }
@@ -267,12 +265,7 @@ fn load_modules(config: &HostConfig) {
         .chain(OWN_MODULES.iter().copied())
         .chain(for_containers.iter().copied())
     {
-        match loader.load(name) {
-            Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
-            Ok(LoadOutcome::AlreadyLoaded) => log::info!("module {name}: already loaded"),
-            Ok(LoadOutcome::BuiltIn) => log::info!("module {name}: built in"),
-            Err(e) => log::error!("module {name}: {e}"),
-        }
+        load_one(&mut loader, name);
     }
     let coldplugged = loader.coldplug(Path::new("/sys/devices"));
     log::info!("coldplug loaded {}", list_or_none(&coldplugged));
@@ -288,17 +281,28 @@ fn load_bridge_modules() {
             return;
         }
     };
-    let mut failed = 0;
-    for name in network::BRIDGE_MODULES {
-        if let Err(e) = loader.load(name) {
-            log::error!("module {name}: {e}");
-            failed += 1;
-        }
-    }
+    let failed = network::BRIDGE_MODULES
+        .iter()
+        .filter(|name| !load_one(&mut loader, name))
+        .count();
     log::info!(
         "bridge network modules loaded in {:.1} ms ({failed} failed)",
         boot_ms() - started
     );
+}
+
+/// Loads one module (with its dependencies) and logs the outcome; false on failure.
+fn load_one(loader: &mut ModuleLoader, name: &str) -> bool {
+    match loader.load(name) {
+        Ok(LoadOutcome::Loaded) => log::info!("module {name}: loaded"),
+        Ok(LoadOutcome::AlreadyLoaded) => log::info!("module {name}: already loaded"),
+        Ok(LoadOutcome::BuiltIn) => log::info!("module {name}: built in"),
+        Err(e) => {
+            log::error!("module {name}: {e}");
+            return false;
+        }
+    }
+    true
 }
 
 fn list_or_none(names: &[String]) -> String {

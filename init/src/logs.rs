@@ -157,6 +157,15 @@ impl LogSink {
         if self.size + bytes.len() as u64 > ROTATE_BYTES {
             self.rotate();
         }
+        if self.file.is_none() {
+            // A file that could not be opened before (say a full state directory) is
+            // tried again with each write.
+            self.file = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+        }
         if let Some(f) = &mut self.file {
             if f.write_all(bytes).is_ok() {
                 self.size += bytes.len() as u64;
@@ -167,17 +176,23 @@ impl LogSink {
     fn rotate(&mut self) {
         self.file = None;
         let old = self.path.with_extension("1");
-        if let Err(e) = std::fs::rename(&self.path, &old) {
-            log::warn!(
-                "container {}: rotating {}: {e}",
-                self.name,
-                self.path.display()
-            );
-        }
+        let rotated = match std::fs::rename(&self.path, &old) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "container {}: rotating {}: {e}; appending to it instead",
+                    self.name,
+                    self.path.display()
+                );
+                false
+            }
+        };
+        // Truncate only a file that was moved aside: never the lines still in it.
         self.file = File::options()
             .create(true)
             .write(true)
-            .truncate(true)
+            .truncate(rotated)
+            .append(!rotated)
             .open(&self.path)
             .ok();
         self.size = 0;

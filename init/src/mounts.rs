@@ -98,7 +98,7 @@ pub const BOOT_MOUNTS: &[MountSpec] = &[
     MountSpec {
         // The image store and container state, memory-backed until a state disk.
         source: "berth",
-        target: "/var/lib/berth",
+        target: crate::images::STORE_DIR,
         fstype: "tmpfs",
         flags: MsFlags::empty(),
         data: "mode=0700",

@@ -10,7 +10,7 @@
 //! netlink requests.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,6 +24,9 @@ use nix::unistd::Pid;
 
 use crate::config::{HostConfig, CONFIG_PATH};
 use crate::workload::NetworkMode;
+
+/// The most of netd's output PID 1 reads per wake-up (its lines are a few dozen bytes).
+const OUTPUT_BUDGET: usize = 64 * 1024;
 
 /// The argument that makes `berth-init` netd instead of PID 1.
 pub const NETD_ARG: &str = "netd";
@@ -41,7 +44,9 @@ pub const BRIDGE_MODULES: &[&str] = &[
 ];
 
 /// Where the container addresses are leased.
-pub const IPAM_DIR: &str = "/var/lib/berth/network";
+pub fn ipam_dir() -> std::path::PathBuf {
+    Path::new(crate::images::STORE_DIR).join("network")
+}
 
 /// True if any container joins the bridge.
 pub fn uses_bridge(config: &HostConfig) -> bool {
@@ -69,15 +74,13 @@ pub fn prepare_bridge(
         .filter(|c| c.network == NetworkMode::Bridge)
     {
         let address = ipam
-            .allocate(&c.name.0, holder)
-            .map_err(|e| e.to_string())?;
-        ipam.set_ports(&c.name.0, holder, &c.ports)
+            .allocate(&c.name.0, holder, &c.ports)
             .map_err(|e| e.to_string())?;
         peers.push((c.name.0.clone(), address));
     }
     // Without NAT the containers still reach each other and the host: start them.
     let published = match bridge::apply_nat_from_leases(bridge_config, &ipam) {
-        Ok(n) => n,
+        Ok(leases) => leases.iter().map(|l| l.ports.len()).sum(),
         Err(e) => {
             log::error!("bridge NAT: {e}; containers start without egress or published ports");
             0
@@ -187,23 +190,25 @@ impl Netd {
         let Some(fd) = &self.output else {
             return Vec::new();
         };
+        // At most OUTPUT_BUDGET bytes per call: netd parses network bytes, and a netd
+        // that never stops writing must not keep PID 1 in this loop.
         let mut buf = [0u8; 4096];
-        let mut file = match fd.try_clone() {
-            Ok(f) => std::fs::File::from(f),
-            Err(_) => return Vec::new(),
-        };
-        loop {
-            match file.read(&mut buf) {
+        let mut budget = OUTPUT_BUDGET;
+        while budget > 0 {
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
                 Ok(0) => {
                     self.output = None;
                     break;
                 }
-                Ok(n) => self.pending.extend_from_slice(buf.get(..n).unwrap_or(&[])),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(n) => {
+                    self.pending.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                    budget = budget.saturating_sub(n);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
             }
             // A child that writes without newlines cannot grow PID 1's memory.
-            if self.pending.len() > 64 * 1024 {
+            if self.pending.len() > OUTPUT_BUDGET {
                 self.pending.clear();
             }
         }

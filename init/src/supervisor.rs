@@ -106,6 +106,8 @@ pub struct Supervisor {
     images_ready: bool,
     /// netd reported an address (the `network-online` pseudo-dependency).
     network_online: bool,
+    /// Set by [`Supervisor::stop_all`]: nothing starts or restarts any more.
+    shutting_down: bool,
     /// Whether the "all started" line was logged.
     reported_started: bool,
 }
@@ -124,7 +126,7 @@ impl Supervisor {
         let state = runtime
             .as_ref()
             .map(|r| r.state.clone())
-            .unwrap_or_else(|_| "/var/lib/berth".into());
+            .unwrap_or_else(|_| crate::images::STORE_DIR.into());
         let units = containers
             .iter()
             .map(|c| {
@@ -161,6 +163,7 @@ impl Supervisor {
             units,
             images_ready: false,
             network_online: false,
+            shutting_down: false,
             reported_started: false,
         }
     }
@@ -193,8 +196,10 @@ impl Supervisor {
 
     /// Starts whatever may start now and escalates stops past their deadline.
     pub fn tick(&mut self, now: Instant) {
-        self.run_checks(now);
-        if self.images_ready {
+        if !self.shutting_down {
+            self.run_checks(now);
+        }
+        if self.images_ready && !self.shutting_down {
             for i in 0..self.units.len() {
                 let due = match self.units.get(i).map(|u| &u.state) {
                     Some(State::Waiting) => true,
@@ -384,7 +389,7 @@ impl Supervisor {
             log::warn!("container {}: {e}", unit.spec.name);
         }
         unit.log.note(&exit.to_string());
-        if stopping {
+        if stopping || self.shutting_down {
             log::info!("container {}: stopped ({exit})", unit.spec.name);
             unit.state = State::Done;
         } else {
@@ -402,11 +407,7 @@ impl Supervisor {
         else {
             return false;
         };
-        let code = match status {
-            WaitStatus::Exited(_, code) => code,
-            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
-            _ => berth_runtime::exec::CANNOT_RUN,
-        };
+        let code = Exit::from_wait(status, 0).code;
         let (Some(health), Some(config)) = (unit.health.as_mut(), unit.config.healthcheck.as_ref())
         else {
             return true;
@@ -534,6 +535,8 @@ impl Supervisor {
     /// Stops every container in reverse dependency order and waits for them, reaping
     /// as it goes. Returns when all are stopped or hopelessly stuck.
     pub fn stop_all(&mut self, mut signals: Option<&mut Signals>) {
+        // A container that exits on its own from here on is not restarted.
+        self.shutting_down = true;
         for u in &mut self.units {
             if matches!(u.state, State::Waiting | State::Backoff(_)) {
                 u.state = State::Done;

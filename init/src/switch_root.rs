@@ -34,12 +34,20 @@ pub enum SwitchError {
     Chroot(nix::Error),
 }
 
-/// Whether `/` is the initramfs (ramfs or tmpfs that is its own mount's root).
+/// Whether `/` is the initramfs the kernel started us from: a ramfs or tmpfs root, at a
+/// moment when nothing is mounted on it yet (no `/proc`), and not already switched.
+///
+/// The `/proc` test is what keeps a berth-init started as PID 1 of a new PID namespace
+/// (which sees its host's mounts, `/proc` among them) from copying and emptying a root
+/// that merely happens to be a tmpfs.
 pub fn root_is_initramfs() -> bool {
+    if Path::new("/proc/self").exists() || Path::new(NEW_ROOT).exists() {
+        return false;
+    }
     match nix::sys::statfs::statfs("/") {
         Ok(s) => {
             let magic = s.filesystem_type().0;
-            (magic == RAMFS_MAGIC || magic == TMPFS_MAGIC) && !Path::new(NEW_ROOT).exists()
+            magic == RAMFS_MAGIC || magic == TMPFS_MAGIC
         }
         Err(_) => false,
     }
@@ -60,7 +68,15 @@ pub fn switch_to_tmpfs_root() -> Result<usize, SwitchError> {
         Some("mode=0755"),
     )
     .map_err(SwitchError::Mount)?;
-    let copied = copy_tree(Path::new("/"), Path::new(NEW_ROOT))?;
+    let copied = match copy_tree(Path::new("/"), Path::new(NEW_ROOT)) {
+        Ok(n) => n,
+        Err(e) => {
+            // Give the memory of a half-filled copy back; the initramfs root stays.
+            let _ = nix::mount::umount(NEW_ROOT);
+            let _ = fs::remove_dir(NEW_ROOT);
+            return Err(e);
+        }
+    };
     // Free the initramfs copy; a failure here only costs memory.
     if let Ok(entries) = fs::read_dir("/") {
         for e in entries.flatten() {

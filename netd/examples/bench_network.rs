@@ -46,8 +46,7 @@ fn run() {
     let host_ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
     let config = BridgeConfig::default();
     let mut nl = Netlink::open().unwrap();
-    let lo = nl.link("lo").unwrap();
-    nl.set_link(lo.index, true, None, None).unwrap();
+    berth_netd::netlink::loopback_up().unwrap();
     let br = bridge::ensure(&mut nl, &config).unwrap();
     let subnet: Ipv4Net = config.subnet;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::config::PortSpec;
 use crate::container::Attachment;
-use crate::ipam::{Holder, Ipam, IpamError};
+use crate::ipam::{Holder, Ipam, IpamError, Lease};
 
 use crate::config::BridgeConfig;
 use crate::netlink::{Netlink, NetlinkError};
@@ -47,19 +47,25 @@ pub fn ensure(nl: &mut Netlink, config: &BridgeConfig) -> Result<Bridge, BridgeE
         name: name.clone(),
         source,
     };
-    let index = nl.ensure_bridge(name).map_err(err)?;
-    nl.add_address(index, IpAddr::V4(config.gateway()), config.subnet.prefix)
-        .map_err(err)?;
-    let link = nl.link(name).map_err(err)?;
+    let link = nl.ensure_bridge(name).map_err(err)?;
+    nl.add_address(
+        link.index,
+        IpAddr::V4(config.gateway()),
+        config.subnet.prefix,
+    )
+    .map_err(err)?;
     Ok(Bridge {
-        index,
+        index: link.index,
         mtu: if link.mtu == 0 { 1500 } else { link.mtu },
     })
 }
 
-/// Rewrites the NAT table from every live lease's published ports (under the lease
-/// lock).
-pub fn apply_nat_from_leases(config: &BridgeConfig, ipam: &Ipam) -> Result<usize, BridgeError> {
+/// Rewrites the NAT table from every live lease's published ports, under the lease
+/// lock; returns those leases.
+pub fn apply_nat_from_leases(
+    config: &BridgeConfig,
+    ipam: &Ipam,
+) -> Result<Vec<Lease>, BridgeError> {
     ipam.with_live_leases(|leases| {
         let ports: Vec<PortForward> = leases
             .iter()
@@ -73,13 +79,12 @@ pub fn apply_nat_from_leases(config: &BridgeConfig, ipam: &Ipam) -> Result<usize
                 })
             })
             .collect();
-        let n = ports.len();
-        apply_nat(config, ports).map(|()| n)
+        apply_nat(config, ports).map(|()| leases.to_vec())
     })?
 }
 
 /// A container joined to the bridge by a process that is not PID 1 (`berth run`): its
-/// lease, given back by [`Joined::leave`].
+/// lease, given back when this is dropped.
 pub struct Joined {
     ipam: Ipam,
     config: BridgeConfig,
@@ -102,18 +107,14 @@ pub fn join(
     let bridge = ensure(&mut nl, config)?;
     let ipam = Ipam::new(&state_dir.join("network"), config.subnet);
     let holder = Holder::current();
-    let address = ipam.allocate(name, holder)?;
+    let address = ipam.allocate(name, holder, ports)?;
     let joined = Joined {
         ipam,
         config: config.clone(),
         name: name.to_owned(),
         holder,
     };
-    joined.ipam.set_ports(name, holder, ports)?;
-    apply_nat_from_leases(config, &joined.ipam)?;
-    let peers = joined
-        .ipam
-        .leases()?
+    let peers = apply_nat_from_leases(config, &joined.ipam)?
         .into_iter()
         .map(|l| (l.name, l.address))
         .collect();
@@ -141,10 +142,20 @@ impl Joined {
     }
 
     /// Gives the address back and removes the container's ports from the NAT table.
-    pub fn leave(self) -> Result<(), BridgeError> {
+    fn give_back(&self) -> Result<(), BridgeError> {
         self.ipam.release(&self.name, self.holder)?;
         apply_nat_from_leases(&self.config, &self.ipam)?;
         Ok(())
+    }
+}
+
+/// Leaving the bridge is dropping the lease, on every path: a failed `join`, a failed
+/// start, or the container's exit.
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Err(e) = self.give_back() {
+            log::warn!("container {}: leaving the bridge network: {e}", self.name);
+        }
     }
 }
 
@@ -158,15 +169,18 @@ pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), B
     let localnet = ports
         .iter()
         .any(|p| p.host_ip.is_none_or(|ip| ip.is_loopback()));
-    let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);
-    if let Err(e) = std::fs::write(&path, if localnet { "1" } else { "0" }) {
-        log::warn!("cannot set {path}: {e}; ports published on 127.0.0.1 may not answer");
-    }
-    nft::apply(&NatRules {
+    let applied = nft::apply(&NatRules {
         bridge: config.name.0.clone(),
         subnet: config.subnet,
         ports,
-    })?;
+    });
+    // route_localnet only with the table (and its guard chain) in place.
+    let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);
+    let on = localnet && applied.is_ok();
+    if let Err(e) = std::fs::write(&path, if on { "1" } else { "0" }) {
+        log::warn!("cannot set {path}: {e}; ports may not answer on 127.0.0.1");
+    }
+    applied?;
     // Forwarding only once the table that filters it is in place.
     let path = "/proc/sys/net/ipv4/ip_forward";
     std::fs::write(path, "1").map_err(|source| BridgeError::Sysctl { path, source })?;

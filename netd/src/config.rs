@@ -289,6 +289,13 @@ impl PortSpec {
     }
 }
 
+impl std::str::FromStr for PortSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<PortSpec, String> {
+        PortSpec::parse(text)
+    }
+}
+
 impl std::fmt::Display for PortSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(ip) = self.host_ip {

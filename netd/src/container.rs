@@ -14,7 +14,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 
-use crate::netlink::{Netlink, NetlinkError, Route4, VethPeer};
+use crate::netlink::{Netlink, NetlinkError, Route4, VethPeer, LOOPBACK_INDEX};
 
 /// The container's interface name.
 pub const INTERFACE: &str = "eth0";
@@ -69,16 +69,14 @@ pub fn attach(host: &mut Netlink, a: &Attachment) -> Result<(), AttachError> {
         a.mtu,
         &VethPeer {
             name: INTERFACE,
-            index: 0,
             netns: netns.as_fd(),
             mac: Some(mac_for(a.address)),
         },
     )
     .map_err(AttachError::Veth)?;
     let mut inside = Netlink::open().map_err(AttachError::Inside)?;
-    let lo = inside.link("lo").map_err(AttachError::Inside)?;
     inside
-        .set_link(lo.index, true, None, None)
+        .set_link(LOOPBACK_INDEX, true, None, None)
         .map_err(AttachError::Inside)?;
     let eth0 = inside.link(INTERFACE).map_err(AttachError::Inside)?;
     inside

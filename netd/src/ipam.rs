@@ -206,9 +206,15 @@ impl Ipam {
             .map_err(self.io(&self.dir))
     }
 
-    /// The address of container `name` for `holder`: its existing lease if it has one
-    /// (taking it over from a holder that is gone), else a free address.
-    pub fn allocate(&self, name: &str, holder: Holder) -> Result<Ipv4Addr, IpamError> {
+    /// The address of container `name` for `holder`, publishing `ports`: its existing
+    /// lease if it has one (taking it over from a holder that is gone), else a free
+    /// address. One locked transaction, saved only if something changed.
+    pub fn allocate(
+        &self,
+        name: &str,
+        holder: Holder,
+        ports: &[PortSpec],
+    ) -> Result<Ipv4Addr, IpamError> {
         let subnet = self.subnet;
         self.locked(|file| {
             if let Some(lease) = file.leases.iter_mut().find(|l| l.name == name) {
@@ -219,9 +225,10 @@ impl Ipam {
                         pid: lease.pid,
                     });
                 }
-                let changed = !holder.holds(lease);
+                let changed = !holder.holds(lease) || lease.ports != ports;
                 lease.pid = holder.pid;
                 lease.start_time = holder.start_time;
+                lease.ports = ports.to_vec();
                 return Ok((lease.address, changed));
             }
             // Leases of processes that are gone are free again.
@@ -247,7 +254,7 @@ impl Ipam {
                     address,
                     pid: holder.pid,
                     start_time: holder.start_time,
-                    ports: Vec::new(),
+                    ports: ports.to_vec(),
                 });
                 return Ok((address, true));
             }
@@ -285,27 +292,6 @@ impl Ipam {
     /// Every lease whose holder is alive.
     pub fn leases(&self) -> Result<Vec<Lease>, IpamError> {
         self.with_live_leases(|l| l.to_vec())
-    }
-
-    /// Records the ports container `name` publishes (if `holder` holds its lease).
-    pub fn set_ports(
-        &self,
-        name: &str,
-        holder: Holder,
-        ports: &[PortSpec],
-    ) -> Result<(), IpamError> {
-        self.locked(|file| {
-            let mut changed = false;
-            for l in file
-                .leases
-                .iter_mut()
-                .filter(|l| l.name == name && holder.holds(l))
-            {
-                l.ports = ports.to_vec();
-                changed = true;
-            }
-            Ok(((), changed))
-        })
     }
 
     /// Runs `f` on the live leases while holding the lock, so that what it derives from
@@ -359,17 +345,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::new(dir.path(), subnet("10.88.0.0/29"));
         let me = Holder::current();
-        let a = ipam.allocate("a", me).unwrap();
-        let b = ipam.allocate("b", me).unwrap();
+        let a = ipam.allocate("a", me, &[]).unwrap();
+        let b = ipam.allocate("b", me, &[]).unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 88, 0, 2));
         assert_eq!(b, Ipv4Addr::new(10, 88, 0, 3));
         // Same name, same address.
-        assert_eq!(ipam.allocate("a", me).unwrap(), a);
+        assert_eq!(ipam.allocate("a", me, &[]).unwrap(), a);
         // Released addresses come back last: .4, .5, .6, then .2 again.
         ipam.release("a", me).unwrap();
         let got: Vec<Ipv4Addr> = ["c", "d", "e", "f"]
             .iter()
-            .map(|n| ipam.allocate(n, me).unwrap())
+            .map(|n| ipam.allocate(n, me, &[]).unwrap())
             .collect();
         assert_eq!(
             got,
@@ -377,7 +363,7 @@ mod tests {
         );
         // /29 has 5 usable host addresses besides the gateway: now all taken.
         assert!(matches!(
-            ipam.allocate("g", me),
+            ipam.allocate("g", me, &[]),
             Err(IpamError::Exhausted(_))
         ));
         // Never the network, gateway or broadcast address.
@@ -400,19 +386,19 @@ mod tests {
             pid,
             start_time: start_time(pid).unwrap(),
         };
-        let a = ipam.allocate("x", other).unwrap();
+        let a = ipam.allocate("x", other, &[]).unwrap();
         let me = Holder::current();
         assert!(matches!(
-            ipam.allocate("y", me),
+            ipam.allocate("y", me, &[]),
             Err(IpamError::Exhausted(_))
         ));
         assert!(matches!(
-            ipam.allocate("x", me),
+            ipam.allocate("x", me, &[]),
             Err(IpamError::NameInUse { .. })
         ));
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(ipam.allocate("y", me).unwrap(), a);
+        assert_eq!(ipam.allocate("y", me, &[]).unwrap(), a);
     }
 
     #[test]
@@ -420,13 +406,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ipam.json"), b"{nope").unwrap();
         let ipam = Ipam::new(dir.path(), subnet("10.88.0.0/16"));
-        let err = ipam.allocate("a", Holder::current()).unwrap_err();
+        let err = ipam.allocate("a", Holder::current(), &[]).unwrap_err();
         assert!(err.to_string().contains("ipam.json"), "{err}");
         let other = Ipam::new(dir.path(), subnet("10.99.0.0/16"));
         std::fs::remove_file(dir.path().join("ipam.json")).unwrap();
-        ipam.allocate("a", Holder::current()).unwrap();
+        ipam.allocate("a", Holder::current(), &[]).unwrap();
         assert!(matches!(
-            other.allocate("b", Holder::current()),
+            other.allocate("b", Holder::current(), &[]),
             Err(IpamError::OtherSubnet { .. })
         ));
     }

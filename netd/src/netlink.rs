@@ -51,16 +51,10 @@ pub enum NetlinkError {
     Decode { op: &'static str, detail: String },
     #[error("no network interface named {0:?}")]
     NoSuchLink(String),
-}
-
-impl NetlinkError {
-    /// The kernel's errno, when the kernel refused the request.
-    pub fn errno(&self) -> Option<Errno> {
-        match self {
-            NetlinkError::Kernel { errno, .. } => Some(*errno),
-            _ => None,
-        }
-    }
+    #[error(
+        "{name:?} exists and is not a bridge (it is {kind:?}): choose another network.bridge.name"
+    )]
+    NotABridge { name: String, kind: String },
 }
 
 type Result<T> = std::result::Result<T, NetlinkError>;
@@ -108,10 +102,17 @@ pub struct Route4 {
 #[derive(Debug, Clone, Copy)]
 pub struct VethPeer<'a> {
     pub name: &'a str,
-    /// The interface index to give it there (0: let the kernel choose).
-    pub index: u32,
     pub netns: BorrowedFd<'a>,
     pub mac: Option<[u8; 6]>,
+}
+
+/// The loopback device's index in every network namespace (the kernel registers it
+/// first, as `LOOPBACK_IFINDEX`).
+pub const LOOPBACK_INDEX: u32 = 1;
+
+/// Brings up loopback in the calling thread's network namespace.
+pub fn loopback_up() -> Result<()> {
+    Netlink::open()?.set_link(LOOPBACK_INDEX, true, None, None)
 }
 
 /// A blocking NETLINK_ROUTE socket.
@@ -130,6 +131,7 @@ impl Netlink {
             .connect(&SocketAddr::new(0, 0))
             .map_err(NetlinkError::Open)?;
         set_cloexec(socket.as_raw_fd()).map_err(|e| NetlinkError::Open(e.into()))?;
+        set_reply_timeout(&socket).map_err(NetlinkError::Open)?;
         Ok(Netlink {
             socket,
             seq: 0,
@@ -320,8 +322,9 @@ impl Netlink {
         self.request("set link", RouteNetlinkMessage::SetLink(message), 0)
     }
 
-    /// Creates bridge `name` (up), or finds it if it exists; returns its index.
-    pub fn ensure_bridge(&mut self, name: &str) -> Result<u32> {
+    /// Creates bridge `name` (up), or finds it if it exists; returns it. A link of that
+    /// name that is not a bridge is an error, never borrowed.
+    pub fn ensure_bridge(&mut self, name: &str) -> Result<Link> {
         let mut message = LinkMessage::default();
         message.header.flags = LinkFlags::Up;
         message.header.change_mask = LinkFlags::Up;
@@ -346,16 +349,21 @@ impl Netlink {
             Err(e) => return Err(e),
         }
         let link = self.link(name)?;
+        if link.kind != "bridge" {
+            return Err(NetlinkError::NotABridge {
+                name: name.to_owned(),
+                kind: link.kind,
+            });
+        }
         if !link.up {
             self.set_link(link.index, true, None, None)?;
         }
-        Ok(link.index)
+        Ok(link)
     }
 
-    /// Creates a veth pair: this end, named `name` and up, in this socket's namespace,
-    /// and the peer (down) directly in `peer.netns`, in one request; then puts this end on the
-    /// bridge `controller` (the kernel refuses a controller in the creating request).
-    /// Nothing is moved between namespaces.
+    /// Creates a veth pair in one request: this end, named `name`, up and a port of the
+    /// bridge `controller`, in this socket's namespace; the peer (down) directly in
+    /// `peer.netns`. Nothing is moved between namespaces.
     pub fn create_veth(
         &mut self,
         name: &str,
@@ -366,7 +374,6 @@ impl Netlink {
         let mut far = LinkMessage::default();
         // The peer stays down: the kernel configures it before the pair is linked, and
         // a veth cannot open without its peer (ENOTCONN). Its namespace brings it up.
-        far.header.index = peer.index;
         far.attributes
             .push(LinkAttribute::IfName(peer.name.to_owned()));
         far.attributes
@@ -380,6 +387,9 @@ impl Netlink {
         near.header.change_mask = LinkFlags::Up;
         near.attributes.push(LinkAttribute::IfName(name.to_owned()));
         near.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(controller) = controller {
+            near.attributes.push(LinkAttribute::Controller(controller));
+        }
         near.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))),
@@ -388,29 +398,7 @@ impl Netlink {
             "create veth",
             RouteNetlinkMessage::NewLink(near),
             NLM_F_CREATE | NLM_F_EXCL,
-        )?;
-        if let Some(controller) = controller {
-            let mut message = LinkMessage::default();
-            message
-                .attributes
-                .push(LinkAttribute::IfName(name.to_owned()));
-            message
-                .attributes
-                .push(LinkAttribute::Controller(controller));
-            self.request(
-                "attach veth to bridge",
-                RouteNetlinkMessage::SetLink(message),
-                0,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Deletes a link (and, for a veth, its peer).
-    pub fn delete_link(&mut self, index: u32) -> Result<()> {
-        let mut message = LinkMessage::default();
-        message.header.index = index;
-        self.request("delete link", RouteNetlinkMessage::DelLink(message), 0)
+        )
     }
 
     /// Adds `address/prefix` to interface `index`, replacing the same address if present.
@@ -433,28 +421,6 @@ impl Netlink {
         )
     }
 
-    /// The IPv4 addresses of interface `index`, with their prefix lengths.
-    pub fn addresses4(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        let mut query = AddressMessage::default();
-        query.header.family = AddressFamily::Inet;
-        let replies = self.dump("list addresses", RouteNetlinkMessage::GetAddress(query))?;
-        let mut out = Vec::new();
-        for reply in replies {
-            let RouteNetlinkMessage::NewAddress(m) = reply else {
-                continue;
-            };
-            if m.header.index != index {
-                continue;
-            }
-            for attr in &m.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
-                    out.push((*a, m.header.prefix_len));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Adds (or replaces) an IPv4 route.
     pub fn add_route(&mut self, route: &Route4) -> Result<()> {
         self.request(
@@ -472,6 +438,19 @@ impl Netlink {
             0,
         )
     }
+}
+
+/// How long a request waits for the kernel's reply. The kernel answers within the
+/// `send`; the bound only keeps a caller such as PID 1 from waiting forever on a reply
+/// that never comes.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets [`REPLY_TIMEOUT`] on a netlink socket (`SO_RCVTIMEO`).
+pub fn set_reply_timeout(socket: &Socket) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::time::TimeVal;
+    let t = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+    setsockopt(socket, ReceiveTimeout, &t).map_err(io::Error::from)
 }
 
 fn set_cloexec(fd: i32) -> nix::Result<()> {

@@ -401,20 +401,6 @@ fn saddr_in(net: Ipv4Net) -> Vec<Expr> {
     ]
 }
 
-fn oifname(op: u32, name: &str) -> Vec<Expr> {
-    vec![
-        Expr::Meta {
-            key: NFT_META_OIFNAME,
-            dreg: REG_1,
-        },
-        Expr::Cmp {
-            sreg: REG_1,
-            op,
-            data: ifname(name),
-        },
-    ]
-}
-
 /// The expressions of one published port's DNAT rule.
 fn dnat_rule(port: &PortForward) -> Vec<Expr> {
     let mut exprs = match port.host_ip {
@@ -557,16 +543,16 @@ fn masquerade_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
         prefix: 8,
     };
     let mut egress = saddr_in(rules.subnet);
-    egress.extend(oifname(NFT_CMP_NEQ, &rules.bridge));
+    egress.extend(ifname_is(NFT_META_OIFNAME, NFT_CMP_NEQ, &rules.bridge));
     egress.push(Expr::Masquerade);
 
     let mut hairpin = saddr_in(rules.subnet);
-    hairpin.extend(oifname(NFT_CMP_EQ, &rules.bridge));
+    hairpin.extend(ifname_is(NFT_META_OIFNAME, NFT_CMP_EQ, &rules.bridge));
     hairpin.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
     hairpin.push(Expr::Masquerade);
 
     let mut from_loopback = saddr_in(loopback);
-    from_loopback.extend(oifname(NFT_CMP_EQ, &rules.bridge));
+    from_loopback.extend(ifname_is(NFT_META_OIFNAME, NFT_CMP_EQ, &rules.bridge));
     from_loopback.push(Expr::Masquerade);
     vec![egress, hairpin, from_loopback]
 }
@@ -674,16 +660,16 @@ pub fn apply(rules: &NatRules) -> Result<(), NftError> {
         .map_err(NftError::Open)?;
     // One ACK per message: keep each small (no copy of the request) and give them room,
     // so a table with hundreds of ports is not reported failed after it committed.
+    // The *Force options pass the rmem_max/wmem_max caps (we are root): the plain
+    // ones would be cut to about 208 KiB without a word.
     socket.set_cap_ack(true).map_err(NftError::Open)?;
-    socket
-        .set_rx_buf_sz(ACK_BUFFER_BYTES)
-        .map_err(NftError::Open)?;
-    nix::sys::socket::setsockopt(
-        &socket,
-        nix::sys::socket::sockopt::SndBuf,
-        &bytes_len(&messages),
-    )
-    .map_err(|e| NftError::Open(e.into()))?;
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        setsockopt(&socket, sockopt::RcvBufForce, &ACK_BUFFER_BYTES)
+            .and_then(|()| setsockopt(&socket, sockopt::SndBufForce, &bytes_len(&messages)))
+            .map_err(|e| NftError::Open(e.into()))?;
+    }
+    crate::netlink::set_reply_timeout(&socket).map_err(NftError::Open)?;
     let bytes: Vec<u8> = messages
         .iter()
         .flat_map(|(_, m)| m.iter().copied())

@@ -41,9 +41,7 @@ fn root() -> bool {
 fn new_netns() -> std::fs::File {
     unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-    let mut nl = Netlink::open().unwrap();
-    let lo = nl.link("lo").unwrap();
-    nl.set_link(lo.index, true, None, None).unwrap();
+    berth_netd::netlink::loopback_up().unwrap();
     ns
 }
 
@@ -72,7 +70,7 @@ fn link_namespaces(
 ) {
     let mut nl = Netlink::open().unwrap();
     // The same request the container path uses, without a bridge: make one to plug into.
-    let br = nl.ensure_bridge(near).unwrap();
+    let br = nl.ensure_bridge(near).unwrap().index;
     nl.add_address(br, near_ip.addr.into(), near_ip.prefix)
         .unwrap();
     nl.create_veth(
@@ -81,7 +79,6 @@ fn link_namespaces(
         1500,
         &VethPeer {
             name: far,
-            index: 0,
             netns: far_ns.as_fd(),
             mac: None,
         },
@@ -339,7 +336,7 @@ fn dhcp_pair() -> (std::fs::File, std::fs::File, u32, [u8; 6]) {
     let client_ns = rx.recv().unwrap();
     let server_ns = new_netns();
     let mut nl = Netlink::open().unwrap();
-    let br = nl.ensure_bridge("srv0").unwrap();
+    let br = nl.ensure_bridge("srv0").unwrap().index;
     nl.add_address(br, Ipv4Addr::new(10, 77, 0, 1).into(), 24)
         .unwrap();
     nl.create_veth(
@@ -348,7 +345,6 @@ fn dhcp_pair() -> (std::fs::File, std::fs::File, u32, [u8; 6]) {
         1500,
         &VethPeer {
             name: "eth0",
-            index: 0,
             netns: client_ns.as_fd(),
             mac: Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
         },

@@ -420,6 +420,23 @@ impl Vm {
             .wait_for_any(&self.name, &mut cursor, needles, until, timeout)?)
     }
 
+    /// Waits until every one of `needles` is somewhere on the console, in any order
+    /// and whatever the cursor (concurrent output, such as several containers', has no
+    /// order to wait in); returns the console then, or `None` on timeout.
+    pub fn wait_for_all(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let console = self.console();
+            if needles.iter().all(|n| console.contains(n)) {
+                return Some(console);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Moves the cursor to the end of what has arrived, so the next wait
     /// only sees output printed from now on.
     pub fn skip_console(&self) {

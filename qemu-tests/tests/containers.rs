@@ -5,7 +5,7 @@
 //! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
 //! reverse dependency order.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_qemu_tests::{build_busybox_test_image, require_qemu, Qemu};
 
@@ -103,7 +103,6 @@ fn containers_start_in_order_restart_log_and_stop() {
         .expect("start QEMU");
     vm.wait_for("berth: baked images imported", BOOT).unwrap();
     // The containers run concurrently: wait for each marker anywhere on the console.
-    let deadline = Instant::now() + STEP;
     let markers = [
         "container ready: healthy",
         "after-ready | after-ready up",
@@ -113,20 +112,9 @@ fn containers_start_in_order_restart_log_and_stop() {
         "web | Seccomp:",
         "db | db up",
     ];
-    let console = loop {
-        let console = vm.console();
-        if markers
-            .iter()
-            .all(|m| console.lines().any(|l| l.contains(m)))
-        {
-            break console;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {markers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let console = vm
+        .wait_for_all(&markers, STEP)
+        .unwrap_or_else(|| panic!("timed out waiting for {markers:?}"));
 
     // Health: after-ready waits for ready's check to pass, which takes 2 s.
     assert!(

@@ -49,18 +49,12 @@ command = ["sh", "-c", "sleep 1; echo by-name: $(wget -q -O- http://web/); echo 
 
 /// Waits until every marker is on the console.
 fn wait_all(vm: &berth_qemu_tests::Vm, markers: &[&str], timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let console = vm.console();
-        if markers.iter().all(|m| console.contains(m)) {
-            return console;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {markers:?}; console:\n{console}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    vm.wait_for_all(markers, timeout).unwrap_or_else(|| {
+        panic!(
+            "timed out waiting for {markers:?}; console:\n{}",
+            vm.console()
+        )
+    })
 }
 
 /// An HTTP server on this machine's loopback answering every request with `body`,
@@ -95,7 +89,7 @@ fn dhcp_published_port_names_and_nat_to_host_loopback() {
         .local_addr()
         .unwrap()
         .port();
-    let image = build_busybox_test_image(&format!("network-{host_port}"), &config(host_port));
+    let image = build_busybox_test_image("network", &config(host_port));
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .user_net()
@@ -216,7 +210,7 @@ depends_on = ["network-online"]
 command = ["sh", "-c", "echo via-static: $(wget -q -O- http://10.0.2.2:{host_port}/); exec sleep 1000"]
 "#
     );
-    let image = build_busybox_test_image(&format!("static-{host_port}"), &config);
+    let image = build_busybox_test_image("static", &config);
     let vm = Qemu::new(image.join("vmlinuz"))
         .initrd(image.join("initramfs.img"))
         .user_net()

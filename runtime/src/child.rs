@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 
 use crate::process::{self, ProcessError};
 use crate::rootfs::{self, Resolve, RootfsError};
@@ -79,6 +79,8 @@ pub enum ChildError {
     Exec { path: String, source: nix::Error },
     #[error("starting the container's init reaper: {0}")]
     Fork(nix::Error),
+    #[error("bringing up loopback: {0}")]
+    Loopback(#[source] berth_netd::netlink::NetlinkError),
     #[error("joining the bridge network: {0}")]
     Network(#[source] berth_netd::container::AttachError),
 }
@@ -131,6 +133,9 @@ fn setup_and_exec(
 ) -> Result<Infallible, ChildError> {
     let spec = s.spec;
     nix::sys::prctl::set_dumpable(false).map_err(ns("prctl(PR_SET_DUMPABLE)"))?;
+    // A session of its own: a terminal's ctrl-c reaches `berth run` (which forwards
+    // it once), not every process of the container behind its back.
+    nix::unistd::setsid().map_err(ns("setsid"))?;
     for (target, fd) in s.stdio.iter().enumerate() {
         if let Some(fd) = fd {
             nix::unistd::dup2(*fd, target as RawFd).map_err(ChildError::Stdio)?;
@@ -149,7 +154,7 @@ fn setup_and_exec(
     .map_err(ns("making mounts private"))?;
     nix::unistd::sethostname(spec.hostname()).map_err(ns("sethostname"))?;
     match (&spec.network, netlink) {
-        (Network::None, _) => sys::set_link_up("lo").map_err(ns("bringing up loopback"))?,
+        (Network::None, _) => berth_netd::netlink::loopback_up().map_err(ChildError::Loopback)?,
         (Network::Host, _) => {}
         (Network::Bridge(attachment), Some(mut host)) => {
             berth_netd::container::attach(&mut host, attachment).map_err(ChildError::Network)?
@@ -251,28 +256,15 @@ fn setup_and_exec(
     let program = find_executable(root.as_fd(), &argv0, &path_var, &process.workdir)?;
 
     let keep = security::capabilities(spec);
-    security::limit_bounding_set(&keep)?;
-    let id_err = |source| ChildError::Identity {
-        user: process.user.clone(),
-        uid: id.uid,
-        gid: id.gid,
-        source,
-    };
-    let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(id_err)?;
-    nix::unistd::setresgid(
-        Gid::from_raw(id.gid),
-        Gid::from_raw(id.gid),
-        Gid::from_raw(id.gid),
-    )
-    .map_err(id_err)?;
-    nix::unistd::setresuid(
-        Uid::from_raw(id.uid),
-        Uid::from_raw(id.uid),
-        Uid::from_raw(id.uid),
-    )
-    .map_err(id_err)?;
-    security::set_capabilities(&keep, id.uid == 0)?;
+    security::become_user(&keep, id.uid, id.gid, &id.groups).map_err(|e| match e {
+        SecurityError::Identity { uid, gid, source } => ChildError::Identity {
+            user: process.user.clone(),
+            uid,
+            gid,
+            source,
+        },
+        other => other.into(),
+    })?;
     nix::unistd::fchdir(workdir.as_raw_fd()).map_err(|source| ChildError::Workdir {
         path: process.workdir.clone(),
         source,
@@ -298,9 +290,11 @@ fn setup_and_exec(
     sys::reset_signals();
     if spec.init {
         if let Some(main) = fork_for_init()? {
-            // The reaper never calls execve: close its copy of the sync pipe so that
-            // the parent sees EOF when the program's exec closes the other.
-            let _ = nix::unistd::close(sync.as_raw_fd());
+            // The reaper never calls execve, so close-on-exec never acts for it: close
+            // everything it inherited (the sync pipe, so that the parent sees EOF when
+            // the program's exec closes the other copy; and all of the caller's
+            // descriptors, which for PID 1 include other containers' pipes and pidfds).
+            let _ = sys::close_from(3);
             crate::reaper::run(main);
         }
     }

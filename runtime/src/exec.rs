@@ -4,8 +4,8 @@
 //! command counts against the container's limits. The helper enters the container's
 //! namespaces through its pidfd (`setns` with several `CLONE_NEW*` flags, Linux 5.8) and
 //! forks the command, which is then inside the container's PID namespace too. The
-//! command takes the identity of the container's PID 1 (user, groups, environment, read
-//! from its `/proc` entry as the container sees it), the container's capability set,
+//! command takes the identity of the container's program (user, groups, environment,
+//! read from its `/proc` entry as the container sees it), the container's capability set,
 //! `no_new_privs` and the seccomp filter, and its stdio goes to `/dev/null`.
 //!
 //! The helper waits for the command, kills it after the timeout, and exits with its
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 
 use crate::spawn::Running;
 use crate::spec::{ContainerSpec, Network};
@@ -42,10 +42,9 @@ pub fn exec_in(
 ) -> std::io::Result<Pid> {
     match sys::clone3_into_cgroup(0, run.leaf.fd())? {
         Forked::Parent { pid, .. } => Ok(Pid::from_raw(pid)),
-        Forked::Child => {
-            let code = helper(run.pidfd.as_fd(), spec, argv, timeout);
-            sys::exit_now(code)
-        }
+        Forked::Child => sys::child_exit(CANNOT_RUN, || {
+            helper(run.pidfd.as_fd(), spec, argv, timeout)
+        }),
     }
 }
 
@@ -64,14 +63,14 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
         return CANNOT_RUN;
     }
     let child = match sys::fork() {
-        Ok(nix::unistd::ForkResult::Child) => {
+        Ok(nix::unistd::ForkResult::Child) => sys::child_exit(CANNOT_RUN, || {
             let e = match command(spec, argv) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
             eprintln!("berth: exec in {}: {e}", spec.name);
-            sys::exit_now(CANNOT_RUN)
-        }
+            CANNOT_RUN
+        }),
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Err(e) => {
             eprintln!("berth: exec in {}: fork: {e}", spec.name);
@@ -98,9 +97,19 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
 
 /// The command's side: identity, privileges, exec. Returns only on failure.
 fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> {
-    // Inside the container's mount namespace "/" is its root and /proc its own.
-    let status =
-        std::fs::read_to_string("/proc/1/status").map_err(|e| format!("/proc/1/status: {e}"))?;
+    // Inside the container's mount namespace "/" is its root and /proc its own. With
+    // `init = true` the container's PID 1 is the reaper, which never exec'd and still
+    // carries its caller's environment: take the program's (its child's) instead.
+    let main = if spec.init {
+        std::fs::read_to_string("/proc/1/task/1/children")
+            .ok()
+            .and_then(|c| c.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "1".into())
+    } else {
+        "1".into()
+    };
+    let status = std::fs::read_to_string(format!("/proc/{main}/status"))
+        .map_err(|e| format!("/proc/{main}/status: {e}"))?;
     let id = |key: &str| -> Vec<u32> {
         status
             .lines()
@@ -114,8 +123,8 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
     };
     let uid = id("Uid:").first().copied().unwrap_or(0);
     let gid = id("Gid:").first().copied().unwrap_or(0);
-    let groups: Vec<Gid> = id("Groups:").into_iter().map(Gid::from_raw).collect();
-    let environ = std::fs::read("/proc/1/environ").unwrap_or_default();
+    let groups = id("Groups:");
+    let environ = std::fs::read(format!("/proc/{main}/environ")).unwrap_or_default();
     let env: Vec<String> = environ
         .split(|b| *b == 0)
         .filter(|e| !e.is_empty())
@@ -135,12 +144,7 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
     drop(root);
 
     let keep = security::capabilities(spec);
-    security::limit_bounding_set(&keep).map_err(|e| e.to_string())?;
-    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
-    nix::unistd::setresgid(g, g, g).map_err(|e| format!("setresgid({gid}): {e}"))?;
-    nix::unistd::setresuid(u, u, u).map_err(|e| format!("setresuid({uid}): {e}"))?;
-    security::set_capabilities(&keep, uid == 0).map_err(|e| e.to_string())?;
+    security::become_user(&keep, uid, gid, &groups).map_err(|e| e.to_string())?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     let filters = security::filters(&keep).map_err(|e| e.to_string())?;
     let null = std::fs::OpenOptions::new()

@@ -35,4 +35,3 @@ mod sys;
 
 pub use spawn::{Exit, Running, Runtime, StartError, Stdio};
 pub use spec::{ContainerSpec, Network, SpecError};
-pub use sys::set_link_up;

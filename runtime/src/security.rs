@@ -42,6 +42,12 @@ pub const DEFAULT_CAPS: &[Capability] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
+    #[error("switching to uid {uid}, gid {gid}: {source}")]
+    Identity {
+        uid: u32,
+        gid: u32,
+        source: nix::Error,
+    },
     #[error("dropping capability {cap} from the bounding set: {source}")]
     Bounding {
         cap: Capability,
@@ -282,6 +288,27 @@ pub fn filters(caps: &CapsHashSet) -> Result<[BpfProgram; 2], SecurityError> {
         allowlist.try_into().map_err(SecurityError::Build)?,
         clone3.try_into().map_err(SecurityError::Build)?,
     ])
+}
+
+/// Drops to `uid`/`gid` with supplementary `groups`, keeping only the capabilities in
+/// `keep`: the bounding set first (it needs CAP_SETPCAP), then the ids, then the
+/// remaining sets and `no_new_privs`. What the container's program and a command run
+/// inside it later (a health check) both go through.
+pub fn become_user(
+    keep: &CapsHashSet,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> Result<(), SecurityError> {
+    use nix::unistd::{Gid, Uid};
+    limit_bounding_set(keep)?;
+    let id_err = |source| SecurityError::Identity { uid, gid, source };
+    let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(id_err)?;
+    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+    nix::unistd::setresgid(g, g, g).map_err(id_err)?;
+    nix::unistd::setresuid(u, u, u).map_err(id_err)?;
+    set_capabilities(keep, uid == 0)
 }
 
 /// Loads the programs from [`filters`]; `no_new_privs` must already be set.

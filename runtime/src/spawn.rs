@@ -137,21 +137,48 @@ impl Runtime {
         self.state.join("volumes").join(name)
     }
 
-    /// Starts `spec`. `fresh`: refuse if the container's directory already exists
-    /// (`berth run`); otherwise keep its writable layer (a restart).
+    /// Starts `spec`. `fresh`: claim the container's directory, refusing if it exists
+    /// (`berth run`), and remove what was created if the start fails; otherwise keep its
+    /// writable layer (a restart).
     pub fn start(
         &self,
         spec: &ContainerSpec,
         stdio: Stdio,
         fresh: bool,
     ) -> Result<Running, StartError> {
-        let dir = self.container_dir(&spec.name);
-        if fresh && dir.exists() {
-            return Err(StartError::Exists {
-                name: spec.name.clone(),
-                path: dir,
-            });
+        if fresh {
+            self.claim(&spec.name)?;
         }
+        let started = self.start_claimed(spec, stdio);
+        if fresh && started.is_err() {
+            let _ = self.remove(&spec.name);
+        }
+        started
+    }
+
+    /// Creates the container's directory, atomically: of two starts with one name, one
+    /// gets `Exists` (a check then a create would let both through, and the second
+    /// would kill the first's cgroup as a stale leftover).
+    fn claim(&self, name: &str) -> Result<(), StartError> {
+        let dir = self.container_dir(name);
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StartError::StateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StartError::Exists {
+                name: name.to_owned(),
+                path: dir,
+            }),
+            Err(source) => Err(StartError::StateDir { path: dir, source }),
+        }
+    }
+
+    fn start_claimed(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Running, StartError> {
+        let dir = self.container_dir(&spec.name);
         let state_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StartError::StateDir { path, source }
@@ -231,7 +258,7 @@ impl Runtime {
         }
         let started = Instant::now();
         let (pid, pidfd) = match sys::clone3_into_cgroup(namespaces, leaf.fd()) {
-            Ok(Forked::Child) => child::run(setup),
+            Ok(Forked::Child) => sys::child_exit(child::SETUP_FAILED, || child::run(setup)),
             Ok(Forked::Parent { pid, pidfd }) => (Pid::from_raw(pid), pidfd),
             Err(e) => {
                 let _ = leaf.remove();
@@ -251,7 +278,7 @@ impl Runtime {
             }),
             Err(e) => {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
+                reap_within(pid, Duration::from_secs(1));
                 let _ = leaf.remove();
                 Err(e)
             }
@@ -266,6 +293,21 @@ impl Runtime {
         match std::fs::remove_dir_all(self.container_dir(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Reaps `pid` if it exits within `limit`. A child stuck in the kernel after SIGKILL
+/// must not hold the caller (PID 1) forever; PID 1's reaper collects it later.
+fn reap_within(pid: Pid, limit: Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            _ => return,
         }
     }
 }

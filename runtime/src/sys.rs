@@ -1,13 +1,11 @@
 //! The crate's only `unsafe` code: `clone3`, `close_range`, turning the raw fd that
-//! `openat2` returns into an owned one, and the `SIOCSIFFLAGS` ioctl.
+//! `openat2` returns into an owned one, `fork`, and signal resets.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 /// What `clone3` returned in the calling process.
 pub enum Forked {
@@ -94,6 +92,28 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     }
 }
 
+/// Closes every descriptor from `first` up, for a process that will never exec (the
+/// container's init reaper), so it holds nothing of its parent's.
+pub fn close_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: the caller is a freshly forked process about to run code that owns none
+    // of these descriptors; closing them invalidates no live Rust object it will use.
+    let ret = unsafe { libc::close_range(first as libc::c_uint, libc::c_uint::MAX, 0) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `body` in a forked child of the caller and exits with its code, or with
+/// `on_panic` if it panics. A child of PID 1 is a copy of PID 1: a panic must end the
+/// copy here, never unwind into PID 1's own handler (which would shut the machine down
+/// from a process that is not PID 1).
+pub fn child_exit(on_panic: i32, body: impl FnOnce() -> i32) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(on_panic);
+    exit_now(code)
+}
+
 /// `openat2(2)` returning an owned descriptor; always `O_CLOEXEC`.
 pub fn openat2(
     dir: BorrowedFd<'_>,
@@ -114,34 +134,6 @@ pub fn openat2(
             Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
         }
     }
-}
-
-/// Sets `IFF_UP` on the interface `name` (`SIOCGIFFLAGS` then `SIOCSIFFLAGS`). For the
-/// loopback device the kernel then adds 127.0.0.1/8 and ::1 itself.
-pub fn set_link_up(name: &str) -> Result<(), Errno> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = name.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `sock` is an open socket and `req` a valid, NUL-terminated ifreq that outlives
-    // the call; SIOCGIFFLAGS writes only into `req.ifr_ifru`.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
-    // SAFETY: SIOCGIFFLAGS just filled the `ifru_flags` member of the union.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
-    Ok(())
 }
 
 /// `fork(2)`, for the container's init reaper.

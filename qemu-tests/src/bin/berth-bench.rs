@@ -41,12 +41,10 @@ fn run() -> Result<(), String> {
     eprintln!("building the demo image...");
     let busybox = root.join("examples/images/busybox.oci");
     if !busybox.exists() {
-        berth_imagefs::build::write_busybox_layout(
-            &busybox,
-            Path::new("/bin/busybox"),
-            "busybox:latest",
-        )
-        .map_err(|e| format!("busybox image: {e}"))?;
+        return Err(format!(
+            "{} is missing: run `make bench`",
+            busybox.display()
+        ));
     }
     build(&BuildOptions {
         config: root.join("examples/demo.toml"),
