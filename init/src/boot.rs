@@ -33,7 +33,7 @@ use crate::power_button;
 use crate::reaper::reap_all;
 use crate::shutdown::{shutdown, Action};
 use crate::signals::{request_for, Request, SignalError, Signals};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Ready, Supervisor};
 
 /// Modules PID 1 loads for itself: the ACPI power button and its event device.
 pub const OWN_MODULES: &[&str] = &["button", "evdev"];
@@ -348,7 +348,7 @@ fn wait_for_request(
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signal_ready, button_events, log_ready, netd_ready) = {
+        let (signal_ready, button_events, supervisor_ready, netd_ready) = {
             use std::os::fd::AsFd;
             let netd_fd = netd.output_fd();
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
@@ -359,9 +359,9 @@ fn wait_for_request(
                     .iter()
                     .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
             );
-            let logs = supervisor.log_fds();
+            let own = supervisor.poll_fds();
             fds.extend(
-                logs.iter()
+                own.iter()
                     .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
             );
             if let Err(e) = poll(&mut fds, timeout) {
@@ -380,14 +380,14 @@ fn wait_for_request(
                 .get(base..base + buttons.len())
                 .unwrap_or(&[])
                 .to_vec();
-            let log_events = events.get(base + buttons.len()..).unwrap_or(&[]);
-            let log_ready: Vec<usize> = logs
+            let own_events = events.get(base + buttons.len()..).unwrap_or(&[]);
+            let supervisor_ready: Vec<Ready> = own
                 .iter()
-                .zip(log_events)
+                .zip(own_events)
                 .filter(|(_, e)| !e.is_empty())
-                .map(|((i, _), _)| *i)
+                .map(|((ready, _), _)| *ready)
                 .collect();
-            (signal_ready, button_events, log_ready, netd_ready)
+            (signal_ready, button_events, supervisor_ready, netd_ready)
         };
         if netd_ready {
             for report in netd.on_output() {
@@ -397,8 +397,8 @@ fn wait_for_request(
                 }
             }
         }
-        for i in log_ready {
-            supervisor.on_log_ready(i);
+        for ready in supervisor_ready {
+            supervisor.on_ready(ready);
         }
         if signal_ready {
             for signal in signals.drain() {

@@ -4,12 +4,16 @@
 //! PID 1 creates each container itself with the runtime (no shim process); this
 //! module is the state machine around it. It never blocks except in
 //! [`Supervisor::stop_all`] at shutdown; the event loop asks it for its next
-//! deadline and feeds it exits, readable log pipes and ticks.
+//! deadline and the descriptors to poll ([`Supervisor::poll_fds`]), and feeds it
+//! exits, readable descriptors and ticks. A container's setup (mounts, pivot,
+//! seccomp) runs in its own process; PID 1 only watches the sync pipe, so a slow or
+//! stuck setup never holds up reaping, signals or the other containers.
 //!
 //! ```text
-//! Waiting ──deps running, images ready──▶ Running ──exit──▶ Backoff ──delay──▶ (start)
-//!                                            │                  └─ policy says no ─▶ Done
-//!                                   stop_all └──▶ Stopping ──exit / cgroup.kill──▶ Done
+//! Waiting ──deps ready, images ready──▶ Starting ──execve──▶ Running ──exit──▶ Backoff
+//!                                          │ setup failed, deadline  │            │
+//!                                          └──▶ (exit) ──────────────┼──▶ Backoff or Done
+//!                                                          stop_all  └──▶ Stopping ──exit──▶ Done
 //! ```
 //!
 //! Backoff: 100 ms, doubling per restart, capped at 30 s, back to 100 ms once a run
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use berth_netd::container::Attachment;
 use berth_runtime::spec::Network;
-use berth_runtime::{ContainerSpec, Exit, Running, Runtime, Stdio};
+use berth_runtime::{ContainerSpec, Exit, Running, Runtime, Starting, Stdio};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
@@ -51,6 +55,12 @@ pub fn backoff(previous: Duration, ran: Duration) -> Duration {
 
 enum State {
     Waiting,
+    /// Between `clone3` and the program's `execve`. `failed`: setup failed or ran
+    /// out of time, the child was killed, and its exit is awaited.
+    Starting {
+        start: Box<Starting>,
+        failed: bool,
+    },
     Running(Box<Running>),
     Backoff(Instant),
     Stopping {
@@ -81,6 +91,7 @@ impl Unit {
     fn pid(&self) -> Option<Pid> {
         match &self.state {
             State::Running(r) | State::Stopping { run: r, .. } => Some(r.pid),
+            State::Starting { start, .. } => Some(start.pid),
             _ => None,
         }
     }
@@ -97,6 +108,15 @@ impl Unit {
                 .as_ref()
                 .is_none_or(|h| h.status == HealthStatus::Healthy)
     }
+}
+
+/// What a descriptor from [`Supervisor::poll_fds`] carries, by unit index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// The container's output pipe.
+    Log(usize),
+    /// A starting container's sync pipe.
+    Setup(usize),
 }
 
 /// All containers of the host.
@@ -217,7 +237,7 @@ impl Supervisor {
             && self
                 .units
                 .iter()
-                .all(|u| !matches!(u.state, State::Waiting))
+                .all(|u| !matches!(u.state, State::Waiting | State::Starting { .. }))
         {
             self.reported_started = true;
             let running = self.units.iter().filter(|u| u.is_running()).count();
@@ -228,6 +248,15 @@ impl Supervisor {
             );
         }
         for u in &mut self.units {
+            if let State::Starting { start, failed } = &mut u.state {
+                if !*failed && start.deadline() <= now {
+                    let e = start.timeout_error();
+                    log::error!("{e}");
+                    u.log.note(&format!("failed to start: {e}"));
+                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                    *failed = true;
+                }
+            }
             if let State::Stopping {
                 run,
                 deadline,
@@ -262,6 +291,10 @@ impl Supervisor {
             .iter()
             .filter_map(|u| match &u.state {
                 State::Backoff(at) if self.images_ready => Some(*at),
+                State::Starting {
+                    start,
+                    failed: false,
+                } => Some(start.deadline()),
                 State::Stopping { deadline, .. } => Some(*deadline),
                 State::Running(_) => u
                     .health
@@ -298,33 +331,67 @@ impl Supervisor {
             stdout: write.try_clone().ok(),
             stderr: Some(write),
         };
-        let begun = Instant::now();
-        match runtime.start(&unit.spec, stdio, false) {
-            Ok(run) => {
+        match runtime.begin(&unit.spec, stdio) {
+            Ok(start) => {
+                unit.pipe = Some(read);
+                unit.state = State::Starting {
+                    start: Box::new(start),
+                    failed: false,
+                };
+            }
+            Err(e) => Self::start_failed(unit, &e),
+        }
+    }
+
+    fn start_failed(unit: &mut Unit, e: &berth_runtime::StartError) {
+        log::error!("{e}");
+        unit.log.note(&format!("failed to start: {e}"));
+        let exit = Exit {
+            code: berth_runtime::child::SETUP_FAILED,
+            signal: None,
+            oom_killed: false,
+        };
+        Self::after_exit(unit, exit, Duration::ZERO);
+    }
+
+    /// Reads a starting container's report; moves it to `Running` once its program
+    /// runs, or kills it when setup failed (its exit finishes the job).
+    fn on_setup_ready(unit: &mut Unit) {
+        let State::Starting {
+            start,
+            failed: false,
+        } = &mut unit.state
+        else {
+            return;
+        };
+        match start.advance() {
+            None => {}
+            Some(Ok(stop_signal)) => {
+                let State::Starting { start, .. } = std::mem::replace(&mut unit.state, State::Done)
+                else {
+                    return;
+                };
                 log::info!(
                     "container {}: started (pid {}) in {:.1} ms",
                     unit.spec.name,
-                    run.pid,
-                    begun.elapsed().as_secs_f64() * 1000.0
+                    start.pid,
+                    start.elapsed().as_secs_f64() * 1000.0
                 );
-                unit.log.note(&format!("started (pid {})", run.pid));
-                unit.pipe = Some(read);
+                unit.log.note(&format!("started (pid {})", start.pid));
                 unit.health = unit
                     .config
                     .healthcheck
                     .as_ref()
                     .map(|h| Health::new(h, Instant::now()));
-                unit.state = State::Running(Box::new(run));
+                unit.state = State::Running(Box::new(start.into_running(stop_signal)));
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 log::error!("{e}");
                 unit.log.note(&format!("failed to start: {e}"));
-                let exit = Exit {
-                    code: berth_runtime::child::SETUP_FAILED,
-                    signal: None,
-                    oom_killed: false,
-                };
-                Self::after_exit(unit, exit, Duration::ZERO);
+                let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                if let State::Starting { failed, .. } = &mut unit.state {
+                    *failed = true;
+                }
             }
         }
     }
@@ -363,10 +430,31 @@ impl Supervisor {
         // A check still in flight dies with the container's cgroup; it is reaped as a
         // stranger.
         unit.health = None;
+        if matches!(unit.state, State::Starting { failed: false, .. }) {
+            // The child's end of the pipe is closed now: the report is complete.
+            Self::on_setup_ready(unit);
+        }
         let state = std::mem::replace(&mut unit.state, State::Done);
         let (run, stopping) = match state {
             State::Running(r) => (r, false),
             State::Stopping { run, .. } => (run, true),
+            State::Starting { start, .. } => {
+                unit.pipe = None;
+                if let Err(e) = start.into_leaf().remove() {
+                    log::warn!("container {}: {e}", unit.spec.name);
+                }
+                if self.shutting_down {
+                    unit.state = State::Done;
+                } else {
+                    let exit = Exit {
+                        code: berth_runtime::child::SETUP_FAILED,
+                        signal: None,
+                        oom_killed: false,
+                    };
+                    Self::after_exit(unit, exit, Duration::ZERO);
+                }
+                return true;
+            }
             other => {
                 unit.state = other;
                 return false;
@@ -457,24 +545,42 @@ impl Supervisor {
         }
     }
 
-    /// The log pipes to poll, with the unit index each belongs to.
-    pub fn log_fds(&self) -> Vec<(usize, BorrowedFd<'_>)> {
-        self.units
-            .iter()
-            .enumerate()
-            .filter_map(|(i, u)| u.pipe.as_ref().map(|p| (i, p.as_fd())))
-            .collect()
+    /// The descriptors to poll, each with what its readiness means.
+    pub fn poll_fds(&self) -> Vec<(Ready, BorrowedFd<'_>)> {
+        let mut fds = Vec::new();
+        for (i, u) in self.units.iter().enumerate() {
+            if let Some(p) = &u.pipe {
+                fds.push((Ready::Log(i), p.as_fd()));
+            }
+            if let State::Starting {
+                start,
+                failed: false,
+            } = &u.state
+            {
+                fds.push((Ready::Setup(i), start.sync_fd()));
+            }
+        }
+        fds
     }
 
-    /// Drains unit `i`'s pipe; drops it at end of file.
-    pub fn on_log_ready(&mut self, i: usize) {
-        if let Some(u) = self.units.get_mut(i) {
-            let open = match &u.pipe {
-                Some(p) => u.log.drain(p.as_fd()),
-                None => return,
-            };
-            if !open {
-                u.pipe = None;
+    /// Handles a descriptor from [`Supervisor::poll_fds`] that poll reported.
+    pub fn on_ready(&mut self, ready: Ready) {
+        match ready {
+            Ready::Log(i) => {
+                if let Some(u) = self.units.get_mut(i) {
+                    let open = match &u.pipe {
+                        Some(p) => u.log.drain(p.as_fd()),
+                        None => return,
+                    };
+                    if !open {
+                        u.pipe = None;
+                    }
+                }
+            }
+            Ready::Setup(i) => {
+                if let Some(u) = self.units.get_mut(i) {
+                    Self::on_setup_ready(u);
+                }
             }
         }
     }
@@ -567,23 +673,23 @@ impl Supervisor {
                 if let Some(s) = signals.as_deref() {
                     fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
                 }
-                let logs = self.log_fds();
+                let own = self.poll_fds();
                 fds.extend(
-                    logs.iter()
+                    own.iter()
                         .map(|(_, fd)| PollFd::new(*fd, PollFlags::POLLIN)),
                 );
                 let ms = PollTimeout::try_from(wait.as_millis().max(1) as i32)
                     .unwrap_or(PollTimeout::MAX);
                 let _ = poll(&mut fds, ms);
                 let skip = usize::from(signals.is_some());
-                logs.iter()
+                own.iter()
                     .zip(fds.iter().skip(skip))
                     .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|((i, _), _)| *i)
+                    .map(|((ready, _), _)| *ready)
                     .collect::<Vec<_>>()
             };
-            for i in readable {
-                self.on_log_ready(i);
+            for ready in readable {
+                self.on_ready(ready);
             }
             if let Some(s) = signals.as_deref_mut() {
                 let _ = s.drain();

@@ -1,7 +1,8 @@
 //! Containers under the real PID 1 in QEMU: a baked busybox image imported at boot,
 //! two containers started in dependency order, a crashing container restarted with
 //! growing delays, health checks run inside a container gating its dependant and
-//! reporting an unhealthy one, an OOM kill reported as 137, output on the console, and at
+//! reporting an unhealthy one, a failed setup reported and restarted by its policy, an
+//! OOM kill reported as 137, output on the console, and at
 //! power-off a container that ignores SIGTERM killed after its `stop_timeout`, in
 //! reverse dependency order.
 
@@ -65,6 +66,15 @@ command = ["sleep", "1000"]
 init = true
 healthcheck = { command = ["false"], interval = "200ms", retries = 2 }
 
+# Its setup fails inside its own process (the image has no such user); PID 1 learns
+# it from the sync pipe, reaps the child and applies the restart policy.
+[[container]]
+name = "baduser"
+image = "busybox:latest"
+command = ["true"]
+user = "no-such-user"
+restart = "on-failure:1"
+
 [[container]]
 name = "oom"
 image = "busybox:latest"
@@ -111,6 +121,7 @@ fn containers_start_in_order_restart_log_and_stop() {
         "container crash: exit 3; not restarting",
         "web | Seccomp:",
         "db | db up",
+        "container baduser: exit 127; not restarting",
     ];
     let console = vm
         .wait_for_all(&markers, STEP)
@@ -150,6 +161,16 @@ fn containers_start_in_order_restart_log_and_stop() {
     assert!(console.contains("web | NoNewPrivs: 1"));
     assert!(console.contains("web | Seccomp: 2"));
     assert!(console.contains("web | CapEff: 00000000800405fb"));
+    // A failed setup is reported with its reason, and restarted by the policy.
+    let failures = lines_with(
+        &console,
+        "container baduser: user \"no-such-user\" is not in the image's /etc/passwd",
+    );
+    assert_eq!(failures.len(), 2, "one start and one restart: {failures:?}");
+    assert_eq!(
+        lines_with(&console, "container baduser: exit 127; restart 1 in 100 ms").len(),
+        1
+    );
     // OOM kill from memory.events.
     let oom = lines_with(&console, "container oom: exit")[0];
     assert!(oom.contains("exit 137 (OOMKilled)"), "{oom}");

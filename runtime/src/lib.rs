@@ -33,5 +33,5 @@ pub mod spawn;
 pub mod spec;
 mod sys;
 
-pub use spawn::{Exit, Running, Runtime, StartError, Stdio};
+pub use spawn::{Exit, Running, Runtime, StartError, Starting, Stdio};
 pub use spec::{ContainerSpec, Network, SpecError};

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -137,9 +137,9 @@ impl Runtime {
         self.state.join("volumes").join(name)
     }
 
-    /// Starts `spec`. `fresh`: claim the container's directory, refusing if it exists
-    /// (`berth run`), and remove what was created if the start fails; otherwise keep its
-    /// writable layer (a restart).
+    /// Starts `spec` and waits until its program runs. `fresh`: claim the container's
+    /// directory, refusing if it exists (`berth run`), and remove what was created if
+    /// the start fails; otherwise keep its writable layer (a restart).
     pub fn start(
         &self,
         spec: &ContainerSpec,
@@ -149,7 +149,7 @@ impl Runtime {
         if fresh {
             self.claim(&spec.name)?;
         }
-        let started = self.start_claimed(spec, stdio);
+        let started = self.begin(spec, stdio).and_then(Starting::wait);
         if fresh && started.is_err() {
             let _ = self.remove(&spec.name);
         }
@@ -177,7 +177,11 @@ impl Runtime {
         }
     }
 
-    fn start_claimed(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Running, StartError> {
+    /// Creates the container's process and returns at once, while the child sets up
+    /// the container: a caller that must not block (PID 1) polls
+    /// [`Starting::sync_fd`] and calls [`Starting::advance`]; others call
+    /// [`Starting::wait`]. Keeps the container's writable layer if it exists.
+    pub fn begin(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Starting, StartError> {
         let dir = self.container_dir(&spec.name);
         let state_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -267,22 +271,26 @@ impl Runtime {
         };
         drop(setup);
         drop(stdio);
-        match wait_for_exec(File::from(sync_read), &spec.name) {
-            Ok(image_stop_signal) => Ok(Running {
-                name: spec.name.clone(),
-                pid,
-                pidfd,
-                image_stop_signal,
-                leaf,
-                started,
-            }),
-            Err(e) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                reap_within(pid, Duration::from_secs(1));
-                let _ = leaf.remove();
-                Err(e)
-            }
+        let sync = File::from(sync_read);
+        if let Err(e) = nix::fcntl::fcntl(
+            sync.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        ) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            reap_within(pid, Duration::from_secs(1));
+            let _ = leaf.remove();
+            return Err(StartError::Pipe(e));
         }
+        Ok(Starting {
+            name: spec.name.clone(),
+            pid,
+            pidfd,
+            leaf,
+            sync,
+            report: Vec::new(),
+            started,
+            deadline: started + SETUP_TIMEOUT,
+        })
     }
 
     /// Removes a stopped container's state directory and its gc hold.
@@ -322,50 +330,128 @@ fn read_small(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Reads the child's reports until EOF: success when the pipe closes on `execve`
-/// with no error line.
-fn wait_for_exec(mut sync: File, name: &str) -> Result<Option<i32>, StartError> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    let mut report = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(StartError::Timeout {
-                name: name.into(),
-                secs: SETUP_TIMEOUT.as_secs(),
-            });
-        }
-        let mut fds = [PollFd::new(sync.as_fd(), PollFlags::POLLIN)];
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(StartError::Setup {
-                    name: name.into(),
-                    message: format!("waiting for setup: {e}"),
-                })
-            }
-        }
+/// A container between `clone3` and its program's `execve`. The child reports on
+/// the sync pipe: `error MESSAGE` when setup fails, `stop-signal N` from the image;
+/// the pipe closes on `execve` (close-on-exec) or when the child exits.
+#[derive(Debug)]
+pub struct Starting {
+    pub name: String,
+    pub pid: Pid,
+    pidfd: OwnedFd,
+    leaf: Leaf,
+    /// The read end of the sync pipe, non-blocking.
+    sync: File,
+    report: Vec<u8>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Starting {
+    /// Readable when the child has reported or finished.
+    pub fn sync_fd(&self) -> BorrowedFd<'_> {
+        self.sync.as_fd()
+    }
+
+    /// When the child must have reached `execve`; past it the start has failed.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time since `clone3`.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Reads what the child has reported, without blocking. `None` while setup goes
+    /// on; at the end, the image's stop signal (if any) once the program runs, or why
+    /// setup failed. Once the child is gone, the end is always there.
+    pub fn advance(&mut self) -> Option<Result<Option<i32>, StartError>> {
         let mut buf = [0u8; 4096];
-        match sync.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) if (report.len() as u64) < MAX_REPORT => {
-                report.extend_from_slice(buf.get(..n).unwrap_or_default())
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(StartError::Setup {
-                    name: name.into(),
-                    message: format!("reading setup report: {e}"),
-                })
+        loop {
+            match self.sync.read(&mut buf) {
+                Ok(0) => return Some(parse_report(&self.report, &self.name)),
+                Ok(n) => {
+                    if (self.report.len() as u64) < MAX_REPORT {
+                        self.report
+                            .extend_from_slice(buf.get(..n).unwrap_or_default());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) => {
+                    return Some(Err(StartError::Setup {
+                        name: self.name.clone(),
+                        message: format!("reading setup report: {e}"),
+                    }))
+                }
             }
         }
     }
-    let text = String::from_utf8_lossy(&report);
+
+    /// The error for a child that missed its [`Starting::deadline`].
+    pub fn timeout_error(&self) -> StartError {
+        StartError::Timeout {
+            name: self.name.clone(),
+            secs: SETUP_TIMEOUT.as_secs(),
+        }
+    }
+
+    /// The running container, once [`Starting::advance`] reported success.
+    pub fn into_running(self, image_stop_signal: Option<i32>) -> Running {
+        Running {
+            name: self.name,
+            pid: self.pid,
+            pidfd: self.pidfd,
+            image_stop_signal,
+            leaf: self.leaf,
+            started: self.started,
+        }
+    }
+
+    /// The cgroup leaf of a child that failed and has been reaped, for removal.
+    pub fn into_leaf(self) -> Leaf {
+        self.leaf
+    }
+
+    /// Blocks until the program runs (or setup fails, or the deadline passes). A
+    /// failed child is killed and reaped and its cgroup removed.
+    pub fn wait(mut self) -> Result<Running, StartError> {
+        let outcome = loop {
+            if let Some(outcome) = self.advance() {
+                break outcome;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(self.timeout_error());
+            }
+            let mut fds = [PollFd::new(self.sync.as_fd(), PollFlags::POLLIN)];
+            let ms = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, ms) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    break Err(StartError::Setup {
+                        name: self.name.clone(),
+                        message: format!("waiting for setup: {e}"),
+                    })
+                }
+            }
+        };
+        match outcome {
+            Ok(stop_signal) => Ok(self.into_running(stop_signal)),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                reap_within(self.pid, Duration::from_secs(1));
+                let _ = self.leaf.remove();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What the child reported by the time its end of the pipe closed.
+fn parse_report(report: &[u8], name: &str) -> Result<Option<i32>, StartError> {
+    let text = String::from_utf8_lossy(report);
     let mut stop_signal = None;
     for line in text.lines() {
         if let Some(msg) = line.strip_prefix("error ") {
@@ -379,4 +465,17 @@ fn wait_for_exec(mut sync: File, name: &str) -> Result<Option<i32>, StartError> 
         }
     }
     Ok(stop_signal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_error_wins_and_stop_signal_is_read() {
+        assert_eq!(parse_report(b"stop-signal 3\n", "c").unwrap(), Some(3));
+        assert_eq!(parse_report(b"", "c").unwrap(), None);
+        let e = parse_report(b"stop-signal 3\nerror mounting /proc: EPERM\n", "c").unwrap_err();
+        assert_eq!(e.to_string(), "container c: mounting /proc: EPERM");
+    }
 }

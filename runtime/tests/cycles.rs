@@ -1,6 +1,8 @@
-//! 1000 start/exit cycles of one container through the library, as PID 1 drives it:
-//! afterwards the caller has the same descriptors and mounts as before, no child
-//! left (no zombie), and no cgroup leaf or gc hold.
+//! 1000 start/exit cycles through the library, driven as PID 1 drives it: `begin`,
+//! then poll the sync pipe and `advance`, never blocking on one container. Each
+//! cycle starts two containers at once, one that runs and one whose setup fails (a
+//! user the image lacks). Afterwards the caller has the same descriptors and mounts
+//! as before, no child left (no zombie), and no cgroup leaf or gc hold.
 //!
 //! `harness = false`: the runtime forks with `clone3`, which needs a single-threaded
 //! caller. Needs root; skips without it unless `BERTH_REQUIRE_ROOT=1`.
@@ -13,7 +15,8 @@ use std::path::Path;
 use berth_imagefs::build::write_busybox_layout;
 use berth_runtime::cgroup::CgroupParent;
 use berth_runtime::spec::Limits;
-use berth_runtime::{ContainerSpec, Exit, Runtime, Stdio};
+use berth_runtime::{ContainerSpec, Exit, Runtime, Starting, Stdio};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 
 const CYCLES: usize = 1000;
@@ -53,29 +56,51 @@ fn main() {
     };
     let mut spec = ContainerSpec::new("cycle", "bb:1").unwrap();
     spec.command = Some(vec!["/bin/true".into()]);
+    let mut bad = ContainerSpec::new("cycle-bad", "bb:1").unwrap();
+    bad.command = Some(vec!["/bin/true".into()]);
+    bad.user = Some("no-such-user".into());
 
     let fds_before = count("/proc/self/fd");
     let mounts_before = mounts();
     let started = std::time::Instant::now();
     for i in 0..CYCLES {
-        let stdio = Stdio {
-            stdin: Some(OwnedFd::from(File::open("/dev/null").unwrap())),
-            stdout: Some(OwnedFd::from(
-                File::options().write(true).open("/dev/null").unwrap(),
-            )),
-            stderr: None,
-        };
-        let run = runtime
-            .start(&spec, stdio, false)
+        let good = runtime
+            .begin(&spec, null_stdio())
             .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let failing = runtime
+            .begin(&bad, null_stdio())
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        let (good, failing) = (finish(good), finish(failing));
+
+        let stop_signal = good.1.unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+        assert_eq!(stop_signal, None);
+        let run = good.0.into_running(stop_signal);
         let status = waitpid(run.pid, None).unwrap();
         let exit = Exit::from_wait(status, run.leaf.oom_kills());
         assert!(exit.success(), "cycle {i}: {exit}");
         drop(run.pidfd);
         run.leaf.remove().unwrap();
+
+        let (failed, Err(e)) = failing else {
+            panic!("cycle {i}: a container with an unknown user started");
+        };
+        assert!(
+            e.to_string()
+                .contains("\"no-such-user\" is not in the image's /etc/passwd"),
+            "cycle {i}: {e}"
+        );
+        // The child exits on its own after reporting; PID 1 reaps it, then removes
+        // the leaf.
+        let status = waitpid(failed.pid, None).unwrap();
+        assert_eq!(
+            Exit::from_wait(status, 0).code,
+            berth_runtime::child::SETUP_FAILED
+        );
+        failed.into_leaf().remove().unwrap();
     }
     let per_cycle = started.elapsed().as_secs_f64() * 1000.0 / CYCLES as f64;
     runtime.remove("cycle").unwrap();
+    runtime.remove("cycle-bad").unwrap();
 
     assert_eq!(count("/proc/self/fd"), fds_before, "descriptors leaked");
     assert_eq!(
@@ -96,4 +121,28 @@ fn main() {
         "gc hold left"
     );
     println!("test {CYCLES}_start_exit_cycles_leak_nothing ... ok ({per_cycle:.2} ms per cycle)");
+}
+
+fn null_stdio() -> Stdio {
+    Stdio {
+        stdin: Some(OwnedFd::from(File::open("/dev/null").unwrap())),
+        stdout: Some(OwnedFd::from(
+            File::options().write(true).open("/dev/null").unwrap(),
+        )),
+        stderr: None,
+    }
+}
+
+/// Polls a starting container's sync pipe until its setup ends, as PID 1's event
+/// loop does.
+fn finish(mut start: Starting) -> (Starting, Result<Option<i32>, berth_runtime::StartError>) {
+    loop {
+        match start.advance() {
+            Some(outcome) => return (start, outcome),
+            None => {
+                let mut fds = [PollFd::new(start.sync_fd(), PollFlags::POLLIN)];
+                poll(&mut fds, PollTimeout::from(10_000u16)).unwrap();
+            }
+        }
+    }
 }
