@@ -15,17 +15,14 @@ use berth_imagefs::oci::RunConfig;
 
 fn berth_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/release/examples/bench_run → target/release/berth
+    // target/<triple>/release/examples/bench_run → target/<triple>/release/berth (`make
+    // bench` builds both statically, as `make berth` does)
     let bin = exe
         .parent()
         .and_then(Path::parent)
         .map(|d| d.join("berth"))
         .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build --release -p berth-buildroot",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} missing: make berth", bin.display());
     bin
 }
 

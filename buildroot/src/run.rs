@@ -118,6 +118,7 @@ fn random_name() -> String {
 pub fn spec_from_args(a: &RunArgs) -> Result<ContainerSpec, String> {
     let name = a.name.clone().unwrap_or_else(random_name);
     let mut s = ContainerSpec::new(&name, &a.image).map_err(|e| e.to_string())?;
+    s.throwaway = a.rm;
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')

@@ -255,6 +255,44 @@ fn pid_uts_mount_namespaces() {
     }
 }
 
+/// Starting a container writes nothing into its writable layer (the image lacks
+/// /proc, /dev, /sys and /etc/hostname: the store's scaffold provides the mount
+/// points); the generated /etc files are there and writable; a `--rm` container's
+/// overlay is `volatile` (never synced), a kept one's is not.
+#[test]
+fn a_start_writes_nothing_to_the_writable_layer() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let script = "cat /etc/hostname; grep -c kept /etc/hosts; echo 10.0.0.9 extra >> /etc/hosts; \
+                  grep -c extra /etc/hosts; grep ' / / ' /proc/self/mountinfo";
+    let out = f.run(&["--name", "kept", "busybox:latest", "sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(&lines[..3], ["kept", "1", "1"], "{stdout}");
+    assert!(lines[3].contains("lowerdir="), "{stdout}");
+    assert!(
+        lines[3].contains("/scaffold") && !lines[3].contains("volatile"),
+        "{stdout}"
+    );
+    let upper = f.store().join("containers/kept/upper");
+    let written: Vec<_> = std::fs::read_dir(&upper).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "the start wrote {written:?} into {upper:?}"
+    );
+
+    let root_mount = f.sh(&[], "grep ' / / ' /proc/self/mountinfo");
+    // Shown as `volatile`, or `fsync=volatile` since Linux 6.8.
+    assert!(root_mount.contains("volatile"), "{root_mount}");
+}
+
 #[test]
 fn dev_has_only_the_standard_nodes_and_masks_apply() {
     if !need_root() {

@@ -19,6 +19,8 @@
 //! │                              short names that keep overlay options in one page
 //! ├── holds/<name>               a manifest digest in use by a mount or container
 //! ├── empty/                     filler lowerdir for one-layer read-only mounts
+//! ├── scaffold/                  bottom lowerdir of container rootfs mounts: empty
+//! │                              proc/ dev/ sys/ etc/{hostname,hosts,resolv.conf}
 //! └── tmp/                       staging: blob-*, layer-*, verify-*, trash-*;
 //!                                emptied on open when no other process is using the store
 //! ```

@@ -64,6 +64,9 @@ pub enum MountError {
 pub struct Upper {
     pub upperdir: PathBuf,
     pub workdir: PathBuf,
+    /// Mount with `volatile`: no sync ever reaches the upper filesystem, and the
+    /// kernel refuses to mount this upper again (for a layer that is thrown away).
+    pub volatile: bool,
 }
 
 /// Everything needed for the mount(2) call.
@@ -106,7 +109,8 @@ pub fn plan_for_store(
 
 /// Options for an overlay of `links` (short ids, bottom layer first)
 /// under `store_root`, with `upper` for a writable mount or read-only
-/// without one.
+/// without one. A writable mount is a container's rootfs: the store's
+/// scaffold ([`Store::ensure_scaffold`]) goes beneath the image's layers.
 pub fn plan(
     store_root: &Path,
     links: &[String],
@@ -121,7 +125,9 @@ pub fn plan(
         .rev()
         .map(|id| format!("{root}/l/{id}"))
         .collect();
-    if upper.is_none() && lowers.len() < 2 || lowers.is_empty() {
+    if upper.is_some() {
+        lowers.push(format!("{root}/scaffold"));
+    } else if lowers.len() < 2 {
         lowers.push(format!("{root}/empty"));
     }
     let mut data = format!("lowerdir={}", lowers.join(":"));
@@ -133,6 +139,9 @@ pub fn plan(
                 opt_path(&u.upperdir)?,
                 opt_path(&u.workdir)?
             ));
+            if u.volatile {
+                data.push_str(",volatile");
+            }
         }
         None => flags |= MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
     }
@@ -173,7 +182,10 @@ pub fn mount_image(
     for d in &cfg.rootfs.diff_ids {
         links.push(store.ensure_link(d)?);
     }
-    store.ensure_empty_dir()?;
+    match upper {
+        Some(_) => store.ensure_scaffold()?,
+        None => store.ensure_empty_dir()?,
+    }
     let p = plan_for_store(store, &links, upper)?;
     store.hold_volatile(&hold_name(&target), manifest, &target)?;
     if let Err(e) = nix::mount::mount(
@@ -234,15 +246,24 @@ mod tests {
 
     #[test]
     fn writable() {
-        let u = Upper {
+        let mut u = Upper {
             upperdir: "/c/up".into(),
             workdir: "/c/work".into(),
+            volatile: false,
         };
         let p = plan(Path::new("/s"), &ids(1), Some(&u)).unwrap();
         assert_eq!(
             p.data,
-            "lowerdir=/s/l/0000000000,upperdir=/c/up,workdir=/c/work"
+            "lowerdir=/s/l/0000000000:/s/scaffold,upperdir=/c/up,workdir=/c/work"
         );
+        let none = plan(Path::new("/s"), &[], Some(&u)).unwrap();
+        assert_eq!(
+            none.data,
+            "lowerdir=/s/scaffold,upperdir=/c/up,workdir=/c/work"
+        );
+        u.volatile = true;
+        let throwaway = plan(Path::new("/s"), &ids(1), Some(&u)).unwrap();
+        assert!(throwaway.data.ends_with(",workdir=/c/work,volatile"));
         assert!(!p.flags.contains(MsFlags::MS_RDONLY));
     }
 

@@ -188,29 +188,35 @@ fn enoent(e: &io::Error) -> bool {
 }
 
 /// 10 random base32 characters for staging and short layer names.
+///
+/// From std's `RandomState`, whose keys come from `getrandom(GRND_INSECURE)`: it never
+/// blocks, where `/dev/urandom` stalls on a machine that has just booted (about a
+/// second in a TCG guest) until the kernel's pool is ready. These names need to be
+/// unique, not secret; a collision is an `EEXIST` that the callers handle.
 pub fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
     const ALPHA: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut bytes = [0u8; 10];
-    // /dev/urandom never blocks once the pool is initialised; a failure
-    // here is a broken system, and a clock-based fallback keeps going.
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            ^ u128::from(std::process::id()) << 64;
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (t >> (i * 8)) as u8;
-        }
-    }
-    bytes
-        .iter()
-        .map(|b| ALPHA[(b & 31) as usize] as char)
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    let mut bits = hasher.finish();
+    (0..10)
+        .map(|_| {
+            let ch = ALPHA[(bits & 31) as usize] as char;
+            bits >>= 5;
+            ch
+        })
         .collect()
 }
+
+/// What the scaffold holds: the points a container runtime mounts over.
+pub const SCAFFOLD_DIRS: &[&str] = &["proc", "dev", "sys", "etc"];
+pub const SCAFFOLD_FILES: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
 impl Store {
     /// Open (creating if needed) the store at `root`, and empty `tmp/` if
@@ -773,6 +779,62 @@ impl Store {
         }
     }
 
+    /// Makes sure `scaffold/` exists: the bottom layer of every writable container
+    /// rootfs, holding empty mount points ([`SCAFFOLD_DIRS`], [`SCAFFOLD_FILES`]). With
+    /// it, an image that lacks `/proc` or `/etc/hostname` still shows them, so starting
+    /// a container writes nothing into its writable layer, and removing one has nothing
+    /// to delete there. Being the bottom layer, it never hides what an image has: an
+    /// image's `/etc` symlink or whiteout wins over it.
+    ///
+    /// Built under `tmp/` and renamed into place, so concurrent starts agree on one.
+    /// Not fsynced: it holds nothing but names, and a scaffold that lost them after a
+    /// crash only means the mount points are made in the writable layer, as without it.
+    pub fn ensure_scaffold(&self) -> Result<()> {
+        if sys::fstatat(self.dir.as_fd(), c"scaffold", true)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        {
+            return Ok(());
+        }
+        let tmp = self.subdir("tmp")?;
+        let name = format!("scaffold-{}", random_id());
+        let staged = self.root.join("tmp").join(&name);
+        let build_err = |source| StoreError::Stage {
+            what: staged.display().to_string(),
+            source,
+        };
+        sys::mkdirat(tmp.as_fd(), &c(&name), 0o755).map_err(build_err)?;
+        let dir = sys::openat(
+            tmp.as_fd(),
+            &c(&name),
+            sys::O_RDONLY | sys::O_DIRECTORY | sys::O_NOFOLLOW,
+            0,
+        )
+        .map_err(build_err)?;
+        for d in SCAFFOLD_DIRS {
+            sys::mkdirat(dir.as_fd(), &c(d), 0o755).map_err(build_err)?;
+        }
+        for f in SCAFFOLD_FILES {
+            sys::openat(
+                dir.as_fd(),
+                &c(f),
+                sys::O_WRONLY | sys::O_CREAT | sys::O_EXCL | sys::O_NOFOLLOW,
+                0o644,
+            )
+            .map_err(build_err)?;
+        }
+        match sys::renameat2(tmp.as_fd(), &c(&name), self.dir.as_fd(), c"scaffold", true) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let _ = remove_entry(tmp.as_fd(), &c(&name));
+                Ok(())
+            }
+            Err(source) => Err(StoreError::Commit {
+                what: self.root.join("scaffold").display().to_string(),
+                source,
+            }),
+        }
+    }
+
     // ---- refs ----
 
     fn read_refs_unlocked(&self) -> Result<BTreeMap<String, Digest>> {
@@ -1238,6 +1300,39 @@ impl Drop for Staging<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaffold_is_built_once_with_every_mount_point() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("s")).unwrap();
+        let scaffold = t.path().join("s/scaffold");
+        // Concurrent starts: every thread succeeds, one scaffold wins, no staging left.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| store.ensure_scaffold().unwrap());
+            }
+        });
+        for d in SCAFFOLD_DIRS {
+            assert!(scaffold.join(d).is_dir(), "{d}");
+        }
+        for f in SCAFFOLD_FILES {
+            let meta = std::fs::symlink_metadata(scaffold.join(f)).unwrap();
+            assert!(meta.is_file() && meta.len() == 0, "{f}");
+        }
+        let staged: Vec<_> = std::fs::read_dir(t.path().join("s/tmp")).unwrap().collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        store.ensure_scaffold().unwrap();
+    }
+
+    #[test]
+    fn random_ids_differ_and_use_the_alphabet() {
+        let ids: BTreeSet<String> = (0..1000).map(|_| random_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 10
+            && id
+                .bytes()
+                .all(|b| b"abcdefghijklmnopqrstuvwxyz234567".contains(&b))));
+    }
 
     #[test]
     fn mountinfo_unescape() {

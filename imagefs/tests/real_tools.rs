@@ -430,6 +430,7 @@ fn writable_container_mount() {
     let upper = berth_imagefs::mount::Upper {
         upperdir: c.join("upper"),
         workdir: c.join("work"),
+        volatile: false,
     };
     fs::create_dir_all(&upper.upperdir).unwrap();
     fs::create_dir_all(&upper.workdir).unwrap();

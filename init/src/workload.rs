@@ -448,6 +448,9 @@ impl ContainerConfig {
                 cpus: self.cpus.map(|c| f64::from(c.0) / 1000.0),
                 pids: self.pids.as_ref().map(|p| p.0),
             },
+            // Kept across restarts (the state directory is memory-backed for now,
+            // but the writable layer is the container's, not throwaway).
+            throwaway: false,
         }
     }
 }

@@ -77,6 +77,11 @@ pub enum ChildError {
     MagicLink(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: nix::Error },
+    #[error("container scratch space {path}: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("starting the container's init reaper: {0}")]
     Fork(nix::Error),
     #[error("bringing up loopback: {0}")]
@@ -91,10 +96,12 @@ pub struct Setup<'a> {
     /// For a bridge network: a netlink socket in the host's namespace.
     pub netlink: Option<berth_netd::netlink::Netlink>,
     pub store_root: &'a Path,
-    pub rootfs: &'a Path,
+    /// An empty directory in the state directory, where the child mounts its scratch
+    /// tmpfs ([`mount_scratch`]).
+    pub scratch: &'a Path,
     pub upper: Upper,
-    /// `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` sources, in that order.
-    pub etc_files: [PathBuf; 3],
+    /// The contents of `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`.
+    pub etc_contents: [String; 3],
     /// Host source of each volume, in `spec.volumes` order.
     pub volume_sources: Vec<PathBuf>,
     /// Descriptors for stdin, stdout, stderr; `None` keeps the inherited one.
@@ -114,6 +121,51 @@ pub fn run(mut setup: Setup<'_>) -> ! {
     msg.retain(|c| c != '\n');
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)
+}
+
+/// Size of the scratch tmpfs: room for a large `/etc/hosts`, and a bound on what the
+/// container can write into the three files.
+const SCRATCH_SIZE: &str = "size=4m,nr_inodes=16,mode=0755";
+
+/// Mounts a small tmpfs on `mountpoint`, in the container's own mount namespace, and
+/// fills it: `root/` (where the overlay goes) and the generated `/etc` files. Nothing
+/// per start is written to the state directory's disk, so a start and a removal touch
+/// few inodes there (on a filesystem mounted with `discard`, each freed block costs a
+/// synchronous discard). The tmpfs lives on as long as the container's bind mounts of
+/// the files do.
+fn mount_scratch(
+    mountpoint: &Path,
+    contents: &[String; 3],
+) -> Result<(PathBuf, [PathBuf; 3]), ChildError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ChildError::Scratch { path, source }
+    };
+    nix::mount::mount(
+        Some("tmpfs"),
+        mountpoint,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(SCRATCH_SIZE),
+    )
+    .map_err(|e| err(mountpoint)(e.into()))?;
+    let root = mountpoint.join("root");
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&root)
+        .map_err(err(&root))?;
+    let files = ["hostname", "hosts", "resolv.conf"].map(|n| mountpoint.join(n));
+    for (path, text) in files.iter().zip(contents) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(err(path))?;
+    }
+    Ok((root, files))
 }
 
 fn report(sync: BorrowedFd<'_>, line: &str) {
@@ -166,6 +218,8 @@ fn setup_and_exec(
         }
     }
 
+    let (rootfs_path, etc_files) = mount_scratch(s.scratch, &s.etc_contents)?;
+
     // The image: resolve, take a gc hold, mount the overlay.
     let store = Store::open_existing(s.store_root)?;
     let run_config = {
@@ -178,16 +232,17 @@ fn setup_and_exec(
             links.push(store.ensure_link(d)?);
         }
         store.hold_container(&format!("container-{}", spec.name), &manifest_digest)?;
+        store.ensure_scaffold()?;
         let plan = plan_for_store(&store, &links, Some(&s.upper))?;
         nix::mount::mount(
             Some("overlay"),
-            s.rootfs,
+            &rootfs_path,
             Some("overlay"),
             plan.flags,
             Some(plan.data.as_str()),
         )
         .map_err(|e| MountError::Mount {
-            target: s.rootfs.to_path_buf(),
+            target: rootfs_path.clone(),
             source: e.into(),
         })?;
         config.config.unwrap_or_default()
@@ -198,15 +253,14 @@ fn setup_and_exec(
         }
     }
 
-    let root = File::open(s.rootfs)
+    let root = File::open(&rootfs_path)
         .map(OwnedFd::from)
         .map_err(|source| RootfsError::Resolve {
-            path: s.rootfs.display().to_string(),
+            path: rootfs_path.display().to_string(),
             source,
         })?;
     rootfs::mount_system(root.as_fd())?;
-    for (src, dst) in s
-        .etc_files
+    for (src, dst) in etc_files
         .iter()
         .zip(["etc/hostname", "etc/hosts", "etc/resolv.conf"])
     {
@@ -224,7 +278,7 @@ fn setup_and_exec(
     for path in &spec.tmpfs {
         rootfs::mount_tmpfs(root.as_fd(), path)?;
     }
-    rootfs::pivot(s.rootfs, root.as_fd())?;
+    rootfs::pivot(&rootfs_path, root.as_fd())?;
     drop(root);
     let root = File::open("/")
         .map(OwnedFd::from)

@@ -5,8 +5,9 @@
 //! <state>/                         /var/lib/berth (the image store's root)
 //! ├── containers/<name>/
 //! │   ├── upper/  work/            the overlay's writable layer, kept across restarts
-//! │   ├── rootfs/                  mount point (mounted only in the container's namespace)
-//! │   └── hostname  hosts  resolv.conf
+//! │   └── scratch/                 empty; in the container's own mount namespace a
+//! │                                tmpfs holding root/ (the overlay's mount point) and
+//! │                                the generated hostname, hosts and resolv.conf
 //! └── volumes/<name>/              named volumes
 //! ```
 
@@ -190,16 +191,12 @@ impl Runtime {
         let upper = Upper {
             upperdir: dir.join("upper"),
             workdir: dir.join("work"),
+            volatile: spec.throwaway,
         };
-        let rootfs = dir.join("rootfs");
-        for d in [&upper.upperdir, &upper.workdir, &rootfs] {
+        let scratch = dir.join("scratch");
+        for d in [&upper.upperdir, &upper.workdir, &scratch] {
             std::fs::create_dir_all(d).map_err(state_err(d))?;
         }
-        let etc_files = [
-            dir.join("hostname"),
-            dir.join("hosts"),
-            dir.join("resolv.conf"),
-        ];
         let hostname = spec.hostname();
         let (resolv, hosts) = match &spec.network {
             Network::Host => (
@@ -212,10 +209,7 @@ impl Runtime {
                 hosts_file(hostname, Some(a.address), &a.peers),
             ),
         };
-        let contents = [format!("{hostname}\n"), hosts, resolv];
-        for (path, text) in etc_files.iter().zip(&contents) {
-            std::fs::write(path, text).map_err(state_err(path))?;
-        }
+        let etc_contents = [format!("{hostname}\n"), hosts, resolv];
         let mut volume_sources = Vec::with_capacity(spec.volumes.len());
         for v in &spec.volumes {
             let src = match &v.source {
@@ -248,9 +242,9 @@ impl Runtime {
             netlink,
             spec,
             store_root: &self.store,
-            rootfs: &rootfs,
+            scratch: &scratch,
             upper,
-            etc_files,
+            etc_contents,
             volume_sources,
             stdio: [raw(&stdio.stdin), raw(&stdio.stdout), raw(&stdio.stderr)],
             sync: sync_write,

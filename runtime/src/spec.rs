@@ -107,6 +107,10 @@ pub struct ContainerSpec {
     /// Drop every capability not in `cap_add` (`cap_drop = ["ALL"]`).
     pub cap_drop_all: bool,
     pub limits: Limits,
+    /// The writable layer is thrown away when the container ends (`berth run --rm`):
+    /// it is mounted with overlayfs' `volatile` option, so nothing is ever synced to
+    /// disk for it, not even when the overlay goes away at exit.
+    pub throwaway: bool,
 }
 
 impl ContainerSpec {
@@ -130,6 +134,7 @@ impl ContainerSpec {
             cap_drop: Vec::new(),
             cap_drop_all: false,
             limits: Limits::default(),
+            throwaway: false,
         })
     }
 
