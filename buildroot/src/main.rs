@@ -122,6 +122,8 @@ port (`ports = [\"80:80\"]` in its [[container]])."
     Image(berth_imagefs::cli::ImageArgs),
     /// Run a container in the foreground (needs root).
     Run(Box<berth_buildroot::run::RunArgs>),
+    /// Remove containers that `berth run` kept (needs root).
+    Rm(berth_buildroot::run::RmArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +168,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(e.code))
             }
         },
+        Command::Rm(args) => berth_buildroot::run::rm(&args).map(|()| ExitCode::SUCCESS),
         Command::Build {
             config,
             output,

@@ -350,3 +350,80 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     drop(joined);
     Ok(exit.code)
 }
+
+/// Remove stopped containers that `berth run` kept (it was run without --rm).
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Removes the container's writable layer and state directory and \
+releases its hold on its image (so that `berth image gc` may collect the image). Named \
+volumes are kept. A running container is refused unless --force, which kills every \
+process in its cgroup first.
+
+Example:
+  berth run --name web busybox:latest sh -c 'echo hi > /f'
+  berth rm web"
+)]
+pub struct RmArgs {
+    /// The image store (and state directory).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/berth")]
+    pub store: PathBuf,
+    /// Kill a running container first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The containers to remove.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// Removes each container in `args`, printing the name of each one removed. Every
+/// name is tried; the error lists those that were not removed and why.
+pub fn rm(args: &RmArgs) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("berth rm needs root (it removes cgroups and root-owned state)".into());
+    }
+    let cgroups = CgroupParent::prepare(&spec::Limits::default()).map_err(|e| e.to_string())?;
+    let runtime = Runtime {
+        store: args.store.clone(),
+        state: args.store.clone(),
+        cgroups,
+    };
+    let mut failures = Vec::new();
+    for name in &args.names {
+        match remove_one(&runtime, name, args.force) {
+            Ok(()) => println!("{name}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+fn remove_one(runtime: &Runtime, name: &str, force: bool) -> Result<(), String> {
+    spec::validate_name(name).map_err(|e| e.to_string())?;
+    let dir = runtime.container_dir(name);
+    if !dir.is_dir() {
+        return Err(format!(
+            "no container named {name} in {}",
+            runtime.state.display()
+        ));
+    }
+    if let Some(leaf) = runtime.cgroups.existing_leaf(name) {
+        let pids = leaf.pids();
+        if let Some(pid) = pids.first() {
+            if !force {
+                return Err(format!(
+                    "container {name} is running (pid {pid}); stop it, or use --force"
+                ));
+            }
+            leaf.kill();
+        }
+        leaf.remove()
+            .map_err(|e| format!("container {name}: {e}"))?;
+    }
+    runtime
+        .remove(name)
+        .map_err(|e| format!("removing {}: {e}", dir.display()))
+}

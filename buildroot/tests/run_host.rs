@@ -470,6 +470,161 @@ fn volumes_tmpfs_and_read_only_root() {
     assert_eq!(out, "kept\n");
 }
 
+/// A new named volume starts as a copy of the image's directory at its target
+/// (contents, modes, symlinks; FIFOs left behind); an existing one is never
+/// re-seeded; a target the image lacks gives an empty volume.
+#[test]
+fn named_volumes_are_seeded_from_the_image_once() {
+    if !need_root() {
+        return;
+    }
+    let dir = |path: &str, mode| Entry::Dir {
+        path: path.into(),
+        mode,
+    };
+    let file = |path: &str, mode, data: &[u8]| Entry::File {
+        path: path.into(),
+        mode,
+        data: data.to_vec(),
+    };
+    let f = Fixture::with_extra(
+        &[
+            dir("srv", 0o755),
+            dir("srv/data", 0o750),
+            file("srv/data/conf", 0o640, b"seeded\n"),
+            dir("srv/data/sub", 0o700),
+            file("srv/data/sub/deep", 0o600, b"deep\n"),
+            Entry::Symlink {
+                path: "srv/data/link".into(),
+                target: "conf".into(),
+            },
+            Entry::Fifo {
+                path: "srv/data/pipe".into(),
+            },
+        ],
+        RunConfig::default(),
+    );
+    let script = "cat /srv/data/link /srv/data/sub/deep; \
+                  stat -c '%a %n' /srv/data /srv/data/conf /srv/data/sub; \
+                  ls /srv/data; echo changed > /srv/data/conf";
+    let out = f.run(&[
+        "--rm",
+        "-v",
+        "db:/srv/data",
+        "custom:latest",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "seeded\ndeep\n750 /srv/data\n640 /srv/data/conf\n700 /srv/data/sub\nconf\nlink\nsub\n"
+    );
+    // Seeded once: the container's change stays, the image's content does not return.
+    let out = f.run(&[
+        "--rm",
+        "-v",
+        "db:/srv/data",
+        "custom:latest",
+        "cat",
+        "/srv/data/conf",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "changed\n");
+    let volumes: Vec<String> = std::fs::read_dir(f.store().join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(volumes, ["db"], "no staging copy left behind");
+    // A target the image does not have: an empty volume.
+    let out = f.sh(
+        &["-v", "fresh:/nothing/here"],
+        "ls -A /nothing/here | wc -l",
+    );
+    assert_eq!(out.trim(), "0");
+}
+
+/// `berth rm` removes a kept container's state and image hold, refuses a running
+/// one without --force, kills it with --force, and names what it cannot find.
+#[test]
+fn rm_removes_kept_containers_and_refuses_running_ones() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let rm = |args: &[&str]| {
+        berth()
+            .arg("rm")
+            .arg("--store")
+            .arg(f.store())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = f.run(&["--name", "kept", "busybox:latest", "true"]);
+    assert!(out.status.success());
+    let hold = f.store().join("holds/container-kept");
+    assert!(f.store().join("containers/kept").is_dir() && hold.exists());
+    let out = rm(&["kept"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    assert!(!f.store().join("containers/kept").exists() && !hold.exists());
+    let out = rm(&["kept"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no container named kept"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut live = berth()
+        .args(["run", "--name", "live", "--store"])
+        .arg(f.store())
+        .args(["busybox:latest", "sleep", "100"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leaf = berth_runtime::cgroup::find_v2_mount(&info)
+        .unwrap()
+        .join("berth/live/cgroup.procs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&leaf)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = rm(&["live"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container live is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rm(&["--force", "live"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(live.wait().unwrap().code(), Some(137));
+    assert!(!f.store().join("containers/live").exists());
+}
+
 #[test]
 fn network_none_has_only_loopback() {
     if !need_root() {

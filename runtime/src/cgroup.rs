@@ -130,6 +130,12 @@ impl CgroupParent {
         &self.mount
     }
 
+    /// The leaf of container `name`, if it exists.
+    pub fn existing_leaf(&self, name: &str) -> Option<Leaf> {
+        let path = self.dir.join(name);
+        path.is_dir().then(|| Leaf::open(path).ok()).flatten()
+    }
+
     /// Creates the leaf for container `name`, removing a stale one left by a crash.
     pub fn create_leaf(&self, name: &str) -> Result<Leaf, CgroupError> {
         let path = self.dir.join(name);
@@ -194,6 +200,15 @@ impl Leaf {
             write_file(&self.path.join("pids.max"), &pids.to_string())?;
         }
         Ok(())
+    }
+
+    /// The processes in the cgroup (`cgroup.procs`; none when unreadable).
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     /// The `oom_kill` count from `memory.events` (0 when unreadable).

@@ -77,6 +77,8 @@ pub enum ChildError {
     MagicLink(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: nix::Error },
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("container scratch space {path}: {source}")]
     Scratch {
         path: PathBuf,
@@ -267,6 +269,9 @@ fn setup_and_exec(
         rootfs::bind(root.as_fd(), src, dst, false, Resolve::InRoot)?;
     }
     for (volume, src) in spec.volumes.iter().zip(&s.volume_sources) {
+        if matches!(volume.source, crate::spec::VolumeSource::Named(_)) {
+            crate::volume::ensure(root.as_fd(), src, &volume.target)?;
+        }
         rootfs::bind(
             root.as_fd(),
             src,
@@ -325,7 +330,7 @@ fn setup_and_exec(
     })?;
     drop(workdir);
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    let filters = security::filters(&keep)?;
+    let filter = crate::seccomp::compile(&keep);
 
     let argv: Vec<CString> = process
         .argv
@@ -352,7 +357,7 @@ fn setup_and_exec(
             crate::reaper::run(main);
         }
     }
-    security::load_filters(&filters)?;
+    crate::seccomp::load_filter(&filter).map_err(SecurityError::Seccomp)?;
     let e = match nix::unistd::execve(&program_c, &argv, &envp) {
         Ok(never) => match never {},
         Err(e) => e,

@@ -146,7 +146,7 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
     let keep = security::capabilities(spec);
     security::become_user(&keep, uid, gid, &groups).map_err(|e| e.to_string())?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    let filters = security::filters(&keep).map_err(|e| e.to_string())?;
+    let filter = crate::seccomp::compile(&keep);
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -164,7 +164,7 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
     let program_c = to_c(&program)?;
     sys::cloexec_from(3).map_err(|e| format!("closing descriptors: {e}"))?;
     sys::reset_signals();
-    security::load_filters(&filters).map_err(|e| e.to_string())?;
+    crate::seccomp::load_filter(&filter).map_err(|e| format!("loading the seccomp filter: {e}"))?;
     let e = nix::unistd::execve(&program_c, &argv_c, &env_c).err();
     Err(format!(
         "exec {program}: {}",

@@ -17,8 +17,10 @@
 //! - [`exec`]: a command inside a running container (health checks).
 //! - [`rootfs`]: mounts inside the container, resolved by fd.
 //! - [`process`]: argv, env, user and workdir from image + spec.
-//! - [`security`]: capabilities, `no_new_privs`, seccomp.
+//! - [`security`]: capabilities and `no_new_privs`.
+//! - [`seccomp`]: the seccomp filter, compiled to a range tree.
 //! - [`cgroup`]: cgroup v2 leaves, limits, `cgroup.kill`, OOM counts.
+//! - [`volume`]: named volumes, seeded from the image on first use.
 //! - `reaper`: the optional init inside the container.
 //! - `sys`: the only `unsafe` code.
 
@@ -28,10 +30,12 @@ pub mod exec;
 pub mod process;
 mod reaper;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod spawn;
 pub mod spec;
 mod sys;
+pub mod volume;
 
 pub use spawn::{Exit, Running, Runtime, StartError, Starting, Stdio};
 pub use spec::{ContainerSpec, Network, SpecError};

@@ -213,11 +213,8 @@ impl Runtime {
         let mut volume_sources = Vec::with_capacity(spec.volumes.len());
         for v in &spec.volumes {
             let src = match &v.source {
-                VolumeSource::Named(n) => {
-                    let d = self.volume_dir(n);
-                    std::fs::create_dir_all(&d).map_err(state_err(&d))?;
-                    d
-                }
+                // Created (and seeded from the image) by the child: `volume::ensure`.
+                VolumeSource::Named(n) => self.volume_dir(n),
                 VolumeSource::Host(p) => {
                     if !p.exists() {
                         return Err(StartError::VolumeSource { path: p.clone() });

@@ -1,11 +1,37 @@
 //! The crate's only `unsafe` code: `clone3`, `close_range`, turning the raw fd that
-//! `openat2` returns into an owned one, `fork`, and signal resets.
+//! `openat2` returns into an owned one, `fork`, signal resets, and loading the seccomp
+//! filter.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, program)` for the calling thread.
+pub fn seccomp_set_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len =
+        u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` valid instructions that outlive the call; the
+    // kernel copies them and never writes through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// What `clone3` returned in the calling process.
 pub enum Forked {
@@ -134,6 +160,22 @@ pub fn openat2(
             Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
         }
     }
+}
+
+/// Creates regular file `name` in `dir` (mode 0600, never through a symlink, never
+/// an existing file) and opens it for writing.
+pub fn create_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+        .mode(nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    // SAFETY: the fd was just returned by a successful openat2 and is owned by
+    // nothing else.
+    nix::fcntl::openat2(dir.as_raw_fd(), name, how)
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .map_err(io::Error::from)
 }
 
 /// `fork(2)`, for the container's init reaper.

@@ -1,0 +1,222 @@
+//! Named volumes: created on first use and seeded from the image, as Docker does.
+//!
+//! When a container first mounts a named volume that does not exist yet and its
+//! image has a directory at the mount target, the volume starts as a copy of that
+//! directory: its files, directories and symlinks with their modes and owners, and
+//! the directory's own mode and owner (so that an image whose `/var/lib/db` belongs
+//! to its `db` user gets a volume that user can write). Device nodes, FIFOs and
+//! sockets are not copied, and hard links become separate files.
+//!
+//! The copy runs in the container's child process, which reads the image, and is
+//! built under a temporary name beside the volume, then renamed into place without
+//! replacing anything: a start killed halfway leaves no half-seeded volume, and of
+//! two containers seeding the same new volume at once, one copy wins whole.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use crate::rootfs::Resolve;
+use crate::sys;
+
+/// Deeper trees than this are refused rather than copied (a child's stack is finite).
+const MAX_DEPTH: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("creating volume {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("seeding volume {volume} from the image's {entry}: {source}")]
+    Seed {
+        volume: String,
+        entry: String,
+        source: io::Error,
+    },
+    #[error(
+        "seeding volume {volume}: the image's {target} is more than {MAX_DEPTH} directories deep"
+    )]
+    TooDeep { volume: String, target: String },
+}
+
+/// Makes sure the named volume at `dir` exists. If it does not, creates it: as a
+/// copy of `target` inside the rootfs `root` when the image has a directory there,
+/// else empty.
+pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), VolumeError> {
+    let create_err = |source: io::Error| VolumeError::Create {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(create_err(io::ErrorKind::InvalidInput.into()));
+    };
+    std::fs::create_dir_all(parent).map_err(create_err)?;
+    let image_dir = crate::rootfs::open(root, target, Resolve::InRoot, true)
+        .ok()
+        .and_then(|path_fd| open_beneath(path_fd.as_fd(), c".").ok());
+    let Some(image_dir) = image_dir else {
+        return match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(create_err(e)),
+            _ => Ok(()),
+        };
+    };
+    let volume = name.to_string_lossy().into_owned();
+    let staging = parent.join(format!(
+        ".seed-{volume}-{}",
+        berth_imagefs::store::random_id()
+    ));
+    let copier = Copier {
+        volume: &volume,
+        target,
+    };
+    let seeded = std::fs::create_dir(&staging)
+        .and_then(|()| File::open(&staging))
+        .map_err(create_err)
+        .and_then(|dst| {
+            copier.copy_tree(image_dir.as_fd(), dst.as_fd(), 0)?;
+            copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")
+        })
+        .and_then(|()| {
+            nix::fcntl::renameat2(None, &staging, None, dir, RenameFlags::RENAME_NOREPLACE)
+                .map_err(|e| create_err(e.into()))
+        });
+    if seeded.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    match seeded {
+        // Another start seeded it first; that copy is as good as this one.
+        Err(VolumeError::Create { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Opens `name` in `dir` for reading, never through a symlink or out of `dir`.
+fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    sys::openat2(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+    )
+}
+
+struct Copier<'a> {
+    volume: &'a str,
+    target: &'a str,
+}
+
+impl Copier<'_> {
+    fn err(&self, entry: &str) -> impl Fn(io::Error) -> VolumeError + '_ {
+        let entry = format!("{}/{entry}", self.target.trim_end_matches('/'));
+        move |source| VolumeError::Seed {
+            volume: self.volume.to_owned(),
+            entry: entry.clone(),
+            source,
+        }
+    }
+
+    /// Copies the entries of directory `src` into directory `dst`.
+    fn copy_tree(
+        &self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        depth: usize,
+    ) -> Result<(), VolumeError> {
+        if depth > MAX_DEPTH {
+            return Err(VolumeError::TooDeep {
+                volume: self.volume.to_owned(),
+                target: self.target.to_owned(),
+            });
+        }
+        let listing = open_beneath(src, c".")
+            .and_then(|fd| nix::dir::Dir::from(fd).map_err(io::Error::from))
+            .map_err(self.err(""))?;
+        let names: Vec<CString> = listing
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect();
+        for name in names {
+            let shown = String::from_utf8_lossy(name.as_bytes()).into_owned();
+            let err = self.err(&shown);
+            let st = nix::sys::stat::fstatat(
+                Some(src.as_raw_fd()),
+                name.as_c_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| err(e.into()))?;
+            match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+                SFlag::S_IFDIR => {
+                    nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name.as_c_str(), Mode::S_IRWXU)
+                        .map_err(|e| err(e.into()))?;
+                    let from = open_beneath(src, &name).map_err(&err)?;
+                    let to = open_beneath(dst, &name).map_err(&err)?;
+                    self.copy_tree(from.as_fd(), to.as_fd(), depth + 1)?;
+                    // Last, so that a read-only directory is filled first.
+                    self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
+                }
+                SFlag::S_IFREG => {
+                    let mut from = File::from(open_beneath(src, &name).map_err(&err)?);
+                    let mut to = File::from(sys::create_at(dst, &name).map_err(&err)?);
+                    io::copy(&mut from, &mut to).map_err(&err)?;
+                    self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
+                }
+                SFlag::S_IFLNK => {
+                    let link = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_c_str())
+                        .map_err(|e| err(e.into()))?;
+                    nix::unistd::symlinkat(
+                        link.as_os_str(),
+                        Some(dst.as_raw_fd()),
+                        name.as_c_str(),
+                    )
+                    .map_err(|e| err(e.into()))?;
+                    nix::unistd::fchownat(
+                        Some(dst.as_raw_fd()),
+                        name.as_c_str(),
+                        Some(Uid::from_raw(st.st_uid)),
+                        Some(Gid::from_raw(st.st_gid)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| err(e.into()))?;
+                }
+                // Devices, FIFOs and sockets stay behind.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `dst` the owner and mode of `src` (owner first: `chown` clears set-id
+    /// bits).
+    fn copy_attributes(
+        &self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        entry: &str,
+    ) -> Result<(), VolumeError> {
+        let err = self.err(entry);
+        let st = nix::sys::stat::fstat(src.as_raw_fd()).map_err(|e| err(e.into()))?;
+        nix::unistd::fchown(
+            dst.as_raw_fd(),
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+        )
+        .map_err(|e| err(e.into()))?;
+        nix::sys::stat::fchmod(
+            dst.as_raw_fd(),
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+        )
+        .map_err(|e| err(e.into()))
+    }
+}
