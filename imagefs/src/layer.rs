@@ -447,6 +447,30 @@ struct Meta {
 /// xattrs kept from layers: user data, file capabilities and ACLs.
 /// `trusted.*` (overlayfs' own namespace among others) and other
 /// `security.*` labels from an image are dropped.
+/// Runs `make`, which creates `name` in `dir`; if something is already there (an
+/// earlier entry of the layer), removes it, a directory with all it holds, and runs
+/// `make` once more. Creating first and replacing only on `EEXIST` spares the common
+/// case, where nothing is there, a `stat` per entry. `O_EXCL`, `mkdirat`, `symlinkat`,
+/// `linkat` and `mknodat` never follow a symlink at `name`, so what is replaced is the
+/// entry itself.
+fn replacing<T>(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    shown: &str,
+    mut make: impl FnMut() -> io::Result<T>,
+) -> Result<io::Result<T>, LayerError> {
+    match make() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            remove_entry(dir, name).map_err(|source| LayerError::Remove {
+                path: shown.into(),
+                source,
+            })?;
+            Ok(make())
+        }
+        other => Ok(other),
+    }
+}
+
 fn xattr_allowed(name: &str) -> bool {
     name.starts_with("user.")
         || name == "security.capability"
@@ -528,42 +552,28 @@ impl Applier<'_> {
         let kind = entry.header().entry_type();
         let shown = shown.to_owned();
 
-        // Replace whatever is there unless both old and new are directories.
-        match sys::fstatat(pfd, cname, true) {
-            Ok(st) => {
-                let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-                if !(is_dir && kind.is_dir()) {
-                    remove_entry(pfd, cname).map_err(|source| LayerError::Remove {
-                        path: shown.clone(),
-                        source,
-                    })?;
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(source) => {
-                return Err(LayerError::Create {
-                    path: shown,
-                    source,
-                })
-            }
-        }
-
+        // An entry replaces whatever an earlier one left at its name, unless both old
+        // and new are directories. Each kind tries to create first and replaces only on
+        // EEXIST (see `replacing`); a directory over a directory keeps the old one.
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.regular(entry, pfd, cname, meta, &shown)
             }
             T::Directory => {
-                match sys::mkdirat(pfd, cname, 0o700) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(source) => {
-                        return Err(LayerError::Create {
-                            path: shown,
-                            source,
-                        })
+                let made = match sys::mkdirat(pfd, cname, 0o700) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        match sys::fstatat(pfd, cname, true) {
+                            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
+                            _ => replacing(pfd, cname, &shown, || sys::mkdirat(pfd, cname, 0o700))?,
+                        }
                     }
-                }
+                    other => other,
+                };
+                made.map_err(|source| LayerError::Create {
+                    path: shown.clone(),
+                    source,
+                })?;
                 let fd = sys::openat(
                     pfd,
                     cname,
@@ -587,10 +597,12 @@ impl Applier<'_> {
                         reason: "symlink without a target".into(),
                     })?;
                 let target = cstr(&target, &shown)?;
-                sys::symlinkat(&target, pfd, cname).map_err(|source| LayerError::Create {
-                    path: shown.clone(),
-                    source,
-                })?;
+                replacing(pfd, cname, &shown, || sys::symlinkat(&target, pfd, cname))?.map_err(
+                    |source| LayerError::Create {
+                        path: shown.clone(),
+                        source,
+                    },
+                )?;
                 if self.privileged {
                     sys::lchownat(pfd, cname, meta.uid, meta.gid).map_err(|source| {
                         LayerError::Owner {
@@ -755,12 +767,14 @@ impl Applier<'_> {
                 limit: self.limits.max_bytes,
             });
         }
-        let fd = sys::openat(
-            pfd,
-            name,
-            sys::O_WRONLY | sys::O_CREAT | sys::O_EXCL | sys::O_NOFOLLOW,
-            0o600,
-        )
+        let fd = replacing(pfd, name, shown, || {
+            sys::openat(
+                pfd,
+                name,
+                sys::O_WRONLY | sys::O_CREAT | sys::O_EXCL | sys::O_NOFOLLOW,
+                0o600,
+            )
+        })?
         .map_err(|source| LayerError::Create {
             path: shown.into(),
             source,
@@ -819,7 +833,10 @@ impl Applier<'_> {
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         }
-        sys::linkat(tdir.as_fd(), &tname, pfd, name).map_err(link_err)
+        replacing(pfd, name, shown, || {
+            sys::linkat(tdir.as_fd(), &tname, pfd, name)
+        })?
+        .map_err(link_err)
     }
 
     fn node<R: Read>(
@@ -842,7 +859,9 @@ impl Applier<'_> {
             _ => libc::S_IFIFO,
         };
         let dev = libc::makedev(major, minor);
-        match sys::mknodat(pfd, name, fmt | 0o600, dev) {
+        match replacing(pfd, name, shown, || {
+            sys::mknodat(pfd, name, fmt | 0o600, dev)
+        })? {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !self.privileged => {
                 // What Docker does in a user namespace: skip the node.
