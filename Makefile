@@ -17,7 +17,7 @@ BERTH := target/$(TARGET)/release/berth
 DEMO_DIR := out/demo
 
 # Debian packages the build and the tests use (apt names).
-DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file crun runc dnsmasq-base nftables iproute2
+DEB_PACKAGES := qemu-system-x86 busybox-static cpio dpkg umoci skopeo file crun runc dnsmasq-base nftables iproute2 e2fsprogs
 
 export BERTH_INIT := $(abspath $(INIT))
 
