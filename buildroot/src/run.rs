@@ -411,14 +411,20 @@ fn remove_one(runtime: &Runtime, name: &str, force: bool) -> Result<(), String> 
         ));
     }
     if let Some(leaf) = runtime.cgroups.existing_leaf(name) {
-        let pids = leaf.pids();
-        if let Some(pid) = pids.first() {
+        if leaf.populated() {
             if !force {
+                let pid = leaf.pids().first().map_or("?".into(), u32::to_string);
                 return Err(format!(
                     "container {name} is running (pid {pid}); stop it, or use --force"
                 ));
             }
             leaf.kill();
+            // A container with much memory takes a while to die: wait for it here,
+            // where nothing else is held up, rather than in the removal's short retry.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while leaf.populated() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         leaf.remove()
             .map_err(|e| format!("container {name}: {e}"))?;

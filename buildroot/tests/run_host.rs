@@ -501,6 +501,11 @@ fn named_volumes_are_seeded_from_the_image_once() {
             Entry::Fifo {
                 path: "srv/data/pipe".into(),
             },
+            // Seeding must never copy the kernel's files to the host.
+            Entry::Symlink {
+                path: "srv/kernel".into(),
+                target: "/sys/kernel".into(),
+            },
         ],
         RunConfig::default(),
     );
@@ -541,6 +546,20 @@ fn named_volumes_are_seeded_from_the_image_once() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(volumes, ["db"], "no staging copy left behind");
+    let mode = std::fs::metadata(f.store().join("volumes"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o755
+    );
+    // A target that leads into /sys: seeded from the bare image (where /sys is an
+    // empty mount point) without crossing a mount, so nothing of sysfs is copied.
+    let _ = f.run(&["--rm", "-v", "sys:/srv/kernel", "custom:latest", "true"]);
+    let copied: Vec<_> = std::fs::read_dir(f.store().join("volumes/sys"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(copied.is_empty(), "sysfs copied into a volume: {copied:?}");
     // A target the image does not have: an empty volume.
     let out = f.sh(
         &["-v", "fresh:/nothing/here"],

@@ -444,9 +444,6 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
-/// xattrs kept from layers: user data, file capabilities and ACLs.
-/// `trusted.*` (overlayfs' own namespace among others) and other
-/// `security.*` labels from an image are dropped.
 /// Runs `make`, which creates `name` in `dir`; if something is already there (an
 /// earlier entry of the layer), removes it, a directory with all it holds, and runs
 /// `make` once more. Creating first and replacing only on `EEXIST` spares the common
@@ -471,6 +468,9 @@ fn replacing<T>(
     }
 }
 
+/// xattrs kept from layers: user data, file capabilities and ACLs.
+/// `trusted.*` (overlayfs' own namespace among others) and other
+/// `security.*` labels from an image are dropped.
 fn xattr_allowed(name: &str) -> bool {
     name.starts_with("user.")
         || name == "security.capability"

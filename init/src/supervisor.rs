@@ -55,11 +55,12 @@ pub fn backoff(previous: Duration, ran: Duration) -> Duration {
 
 enum State {
     Waiting,
-    /// Between `clone3` and the program's `execve`. `failed`: setup failed or ran
-    /// out of time, the child was killed, and its exit is awaited.
+    /// Between `clone3` and the program's `execve`. `killed`: when the child was
+    /// SIGKILLed (its setup failed, ran out of time, or the host is shutting down);
+    /// its exit is awaited, with `cgroup.kill` every `KILL_WAIT` while it lingers.
     Starting {
         start: Box<Starting>,
-        failed: bool,
+        killed: Option<Instant>,
     },
     Running(Box<Running>),
     Backoff(Instant),
@@ -248,13 +249,26 @@ impl Supervisor {
             );
         }
         for u in &mut self.units {
-            if let State::Starting { start, failed } = &mut u.state {
-                if !*failed && start.deadline() <= now {
-                    let e = start.timeout_error();
-                    log::error!("{e}");
-                    u.log.note(&format!("failed to start: {e}"));
-                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
-                    *failed = true;
+            if let State::Starting { start, killed } = &mut u.state {
+                match killed {
+                    None if start.deadline() <= now => {
+                        let e = start.timeout_error();
+                        log::error!("{e}");
+                        u.log.note(&format!("failed to start: {e}"));
+                        // Not reaped yet (reaping happens on this thread, and a reaped
+                        // child leaves Starting), so the pid is still this child's.
+                        let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                        *killed = Some(now);
+                    }
+                    Some(at) if *at + KILL_WAIT <= now => {
+                        log::error!(
+                            "container {}: setup process still not gone after SIGKILL: killing its cgroup",
+                            u.spec.name
+                        );
+                        start.kill_cgroup();
+                        *killed = Some(now);
+                    }
+                    _ => {}
                 }
             }
             if let State::Stopping {
@@ -291,10 +305,9 @@ impl Supervisor {
             .iter()
             .filter_map(|u| match &u.state {
                 State::Backoff(at) if self.images_ready => Some(*at),
-                State::Starting {
-                    start,
-                    failed: false,
-                } => Some(start.deadline()),
+                State::Starting { start, killed } => {
+                    Some(killed.map_or(start.deadline(), |at| at + KILL_WAIT))
+                }
                 State::Stopping { deadline, .. } => Some(*deadline),
                 State::Running(_) => u
                     .health
@@ -336,7 +349,7 @@ impl Supervisor {
                 unit.pipe = Some(read);
                 unit.state = State::Starting {
                     start: Box::new(start),
-                    failed: false,
+                    killed: None,
                 };
             }
             Err(e) => Self::start_failed(unit, &e),
@@ -355,11 +368,13 @@ impl Supervisor {
     }
 
     /// Reads a starting container's report; moves it to `Running` once its program
-    /// runs, or kills it when setup failed (its exit finishes the job).
-    fn on_setup_ready(unit: &mut Unit) {
+    /// runs, or kills it when setup failed (its exit finishes the job). `reaped`: the
+    /// child has already been reaped, so its pid may be another process's now and
+    /// must not be signalled.
+    fn on_setup_ready(unit: &mut Unit, reaped: bool) {
         let State::Starting {
             start,
-            failed: false,
+            killed: None,
         } = &mut unit.state
         else {
             return;
@@ -388,9 +403,11 @@ impl Supervisor {
             Some(Err(e)) => {
                 log::error!("{e}");
                 unit.log.note(&format!("failed to start: {e}"));
-                let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
-                if let State::Starting { failed, .. } = &mut unit.state {
-                    *failed = true;
+                if !reaped {
+                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                }
+                if let State::Starting { killed, .. } = &mut unit.state {
+                    *killed = Some(Instant::now());
                 }
             }
         }
@@ -430,9 +447,9 @@ impl Supervisor {
         // A check still in flight dies with the container's cgroup; it is reaped as a
         // stranger.
         unit.health = None;
-        if matches!(unit.state, State::Starting { failed: false, .. }) {
+        if matches!(unit.state, State::Starting { killed: None, .. }) {
             // The child's end of the pipe is closed now: the report is complete.
-            Self::on_setup_ready(unit);
+            Self::on_setup_ready(unit, true);
         }
         let state = std::mem::replace(&mut unit.state, State::Done);
         let (run, stopping) = match state {
@@ -554,7 +571,7 @@ impl Supervisor {
             }
             if let State::Starting {
                 start,
-                failed: false,
+                killed: None,
             } = &u.state
             {
                 fds.push((Ready::Setup(i), start.sync_fd()));
@@ -579,7 +596,7 @@ impl Supervisor {
             }
             Ready::Setup(i) => {
                 if let Some(u) = self.units.get_mut(i) {
-                    Self::on_setup_ready(u);
+                    Self::on_setup_ready(u, false);
                 }
             }
         }
@@ -644,8 +661,18 @@ impl Supervisor {
         // A container that exits on its own from here on is not restarted.
         self.shutting_down = true;
         for u in &mut self.units {
-            if matches!(u.state, State::Waiting | State::Backoff(_)) {
-                u.state = State::Done;
+            match &mut u.state {
+                State::Waiting | State::Backoff(_) => u.state = State::Done,
+                // Its program has not started: nothing to stop gracefully.
+                State::Starting {
+                    start,
+                    killed: killed @ None,
+                } => {
+                    log::info!("container {}: still starting: killed", u.spec.name);
+                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                    *killed = Some(Instant::now());
+                }
+                _ => {}
             }
         }
         let limit: Duration = self

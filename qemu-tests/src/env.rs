@@ -147,6 +147,19 @@ pub fn require_qemu() -> bool {
     }
 }
 
+/// Whether a test that also needs root (a loop mount, say) may run: true as root;
+/// otherwise skips with a message, or fails when `BERTH_REQUIRE_ROOT=1` (as in
+/// `make test`), so that nothing is skipped silently there.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let required = std::env::var("BERTH_REQUIRE_ROOT").is_ok_and(|v| v == "1");
+    assert!(!required, "this test needs root and BERTH_REQUIRE_ROOT=1");
+    eprintln!("skipping: not root");
+    false
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Presence {
     Run,

@@ -40,8 +40,8 @@ pub mod vm;
 
 pub use console::WaitError;
 pub use env::{
-    build_busybox_test_image, build_test_image, find_qemu, log_dir, require_qemu, static_init,
-    static_target_dir, workspace_root,
+    build_busybox_test_image, build_test_image, find_qemu, log_dir, require_qemu, require_root,
+    static_init, static_target_dir, workspace_root,
 };
 pub use qemu::{Accel, ConfigError, Net, Qemu};
 pub use qmp::QmpError;

@@ -22,7 +22,7 @@ use berth_imagefs::build::{busybox_entries, write_oci_layout, Entry, BUSYBOX_APP
 use berth_imagefs::oci::RunConfig;
 use berth_imagefs::verify::{verify_image, VerifyReport};
 use berth_imagefs::Store;
-use berth_qemu_tests::{build_test_image, require_qemu, Qemu, Vm};
+use berth_qemu_tests::{build_test_image, require_qemu, require_root, Qemu, Vm};
 
 const REF: &str = "big:1";
 const CUTS: u32 = 6;
@@ -182,12 +182,7 @@ fn an_import_cut_at_any_point_leaves_the_image_absent_or_whole() {
     if !require_qemu() {
         return;
     }
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
-            "this test needs root and BERTH_REQUIRE_ROOT=1"
-        );
-        eprintln!("skipping: not root");
+    if !require_root() {
         return;
     }
     let image = build_test_image("powercut", CONFIG, |dir| write_big_layout(&dir.join("big")));

@@ -211,6 +211,14 @@ impl Leaf {
             .collect()
     }
 
+    /// Whether any process is in the cgroup or below it (`cgroup.events`; assumed
+    /// so when unreadable).
+    pub fn populated(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .map(|e| !e.lines().any(|l| l.trim() == "populated 0"))
+            .unwrap_or(true)
+    }
+
     /// The `oom_kill` count from `memory.events` (0 when unreadable).
     pub fn oom_kills(&self) -> u64 {
         std::fs::read_to_string(self.path.join("memory.events"))

@@ -261,6 +261,13 @@ fn setup_and_exec(
             path: rootfs_path.display().to_string(),
             source,
         })?;
+    // New named volumes are seeded from the bare image, before anything is mounted
+    // inside it.
+    for (volume, src) in spec.volumes.iter().zip(&s.volume_sources) {
+        if matches!(volume.source, crate::spec::VolumeSource::Named(_)) {
+            crate::volume::ensure(root.as_fd(), src, &volume.target)?;
+        }
+    }
     rootfs::mount_system(root.as_fd())?;
     for (src, dst) in etc_files
         .iter()
@@ -269,9 +276,6 @@ fn setup_and_exec(
         rootfs::bind(root.as_fd(), src, dst, false, Resolve::InRoot)?;
     }
     for (volume, src) in spec.volumes.iter().zip(&s.volume_sources) {
-        if matches!(volume.source, crate::spec::VolumeSource::Named(_)) {
-            crate::volume::ensure(root.as_fd(), src, &volume.target)?;
-        }
         rootfs::bind(
             root.as_fd(),
             src,

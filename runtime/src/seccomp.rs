@@ -260,10 +260,9 @@ pub fn compile(caps: &CapsHashSet) -> Program {
         (
             libc::SYS_socket as u32,
             vec![
-                // Allowed unless args[0] == AF_VSOCK, compared as 64 bits.
-                load(DATA_ARG0_HI),
-                jump(libc::BPF_JEQ, 0, 1, 0),
-                ret(RET_ALLOW),
+                // Allowed unless the family is AF_VSOCK. The kernel takes `family` as
+                // an int, so only the low word counts: a high word set must not let
+                // AF_VSOCK through (seccompiler's 64-bit comparison does).
                 load(DATA_ARG0_LO),
                 jump(libc::BPF_JEQ, libc::AF_VSOCK as u32, 0, 1),
                 ret(RET_EPERM),
@@ -291,6 +290,9 @@ pub fn compile(caps: &CapsHashSet) -> Program {
         // From the instruction after this `jeq` to the block: the rest of the
         // chain, the `ja` over the blocks, then the earlier blocks.
         let to_block = (chain_len - i - 1) + 1 + offset;
+        // At most a few dozen: the chain and its blocks are fixed and short (the
+        // tests run every path through them).
+        debug_assert!(to_block <= usize::from(u8::MAX));
         p.push(jump(libc::BPF_JEQ, *nr, to_block as u8, 0));
         offset += block.len();
     }
@@ -387,7 +389,7 @@ mod tests {
             libc::SYS_clone => RET_ALLOW,
             libc::SYS_personality if PERSONALITIES.contains(&arg0) => RET_ALLOW,
             libc::SYS_personality => RET_EPERM,
-            libc::SYS_socket if arg0 == libc::AF_VSOCK as u64 => RET_EPERM,
+            libc::SYS_socket if arg0 as u32 == libc::AF_VSOCK as u32 => RET_EPERM,
             libc::SYS_socket => RET_ALLOW,
             _ if allowed_numbers(caps).contains(&nr) => RET_ALLOW,
             _ => RET_EPERM,
@@ -451,7 +453,8 @@ mod tests {
     }
 
     /// The same decisions as the filter seccompiler builds from the same lists (the
-    /// linear program this module replaced).
+    /// linear program this module replaced), but for `socket` with bits set above
+    /// the 32-bit family, where this filter is the stricter one.
     #[test]
     fn agrees_with_seccompiler() {
         for caps in cap_sets() {
@@ -459,6 +462,9 @@ mod tests {
             let theirs = reference::filters(&caps);
             for nr in 0..600u32 {
                 for &arg0 in ARGS {
+                    if i64::from(nr) == libc::SYS_socket && arg0 >> 32 != 0 {
+                        continue;
+                    }
                     let t = theirs
                         .iter()
                         .map(|p| run(p, AUDIT_ARCH_X86_64, nr, arg0))

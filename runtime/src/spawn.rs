@@ -399,6 +399,12 @@ impl Starting {
         }
     }
 
+    /// Kills every process in the container's cgroup (for a child that lingers after
+    /// SIGKILL).
+    pub fn kill_cgroup(&self) {
+        self.leaf.kill();
+    }
+
     /// The cgroup leaf of a child that failed and has been reaped, for removal.
     pub fn into_leaf(self) -> Leaf {
         self.leaf

@@ -22,7 +22,6 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use crate::rootfs::Resolve;
 use crate::sys;
 
 /// Deeper trees than this are refused rather than copied (a child's stack is finite).
@@ -47,23 +46,47 @@ pub enum VolumeError {
 /// Makes sure the named volume at `dir` exists. If it does not, creates it: as a
 /// copy of `target` inside the rootfs `root` when the image has a directory there,
 /// else empty.
+///
+/// Called on the bare overlay, before anything is mounted inside it, and the lookups
+/// never cross a mount (`RESOLVE_NO_XDEV`): an image whose target is a symlink to
+/// `/proc` or `/sys` cannot get the kernel's files copied to the host.
 pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), VolumeError> {
+    use std::os::unix::fs::DirBuilderExt;
     let create_err = |source: io::Error| VolumeError::Create {
         path: dir.to_path_buf(),
         source,
     };
-    if dir.is_dir() {
-        return Ok(());
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        // A symlink planted here would point the bind mount anywhere on the host.
+        Ok(_) => return Err(create_err(io::Error::from_raw_os_error(libc::ENOTDIR))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(create_err(e)),
     }
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(create_err(io::ErrorKind::InvalidInput.into()));
     };
-    std::fs::create_dir_all(parent).map_err(create_err)?;
-    let image_dir = crate::rootfs::open(root, target, Resolve::InRoot, true)
-        .ok()
-        .and_then(|path_fd| open_beneath(path_fd.as_fd(), c".").ok());
+    // The container's setup runs with umask 0: every mode here is explicit.
+    let mkdir = |path: &Path, mode: u32, recursive: bool| {
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .recursive(recursive)
+            .create(path)
+    };
+    mkdir(parent, 0o755, true).map_err(create_err)?;
+    let rel = CString::new(target.trim_start_matches('/')).unwrap_or_default();
+    let image_dir = sys::openat2(
+        root,
+        if rel.is_empty() { c"." } else { rel.as_c_str() },
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        ResolveFlag::RESOLVE_IN_ROOT
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    )
+    .ok()
+    .and_then(|path_fd| open_beneath(path_fd.as_fd(), c".", OFlag::O_DIRECTORY).ok());
     let Some(image_dir) = image_dir else {
-        return match std::fs::create_dir(dir) {
+        return match mkdir(dir, 0o755, false) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(create_err(e)),
             _ => Ok(()),
         };
@@ -77,36 +100,39 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
         volume: &volume,
         target,
     };
-    let seeded = std::fs::create_dir(&staging)
-        .and_then(|()| File::open(&staging))
-        .map_err(create_err)
-        .and_then(|dst| {
-            copier.copy_tree(image_dir.as_fd(), dst.as_fd(), 0)?;
-            copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")
-        })
-        .and_then(|()| {
-            nix::fcntl::renameat2(None, &staging, None, dir, RenameFlags::RENAME_NOREPLACE)
-                .map_err(|e| create_err(e.into()))
-        });
-    if seeded.is_err() {
+    // Made here, or the error is returned before anything could remove another
+    // start's staging directory of the same name.
+    mkdir(&staging, 0o700, false).map_err(create_err)?;
+    let seeded = File::open(&staging).map_err(create_err).and_then(|dst| {
+        copier.copy_tree(image_dir.as_fd(), dst.as_fd(), 0)?;
+        copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")
+    });
+    // Whether this copy became the volume; `false`: another start renamed its own
+    // copy into place first, which is as good as this one.
+    let placed = seeded.and_then(|()| {
+        match nix::fcntl::renameat2(None, &staging, None, dir, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EEXIST) => Ok(false),
+            Err(e) => Err(create_err(e.into())),
+        }
+    });
+    if !matches!(placed, Ok(true)) {
         let _ = std::fs::remove_dir_all(&staging);
     }
-    match seeded {
-        // Another start seeded it first; that copy is as good as this one.
-        Err(VolumeError::Create { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
-            Ok(())
-        }
-        other => other,
-    }
+    placed.map(drop)
 }
 
-/// Opens `name` in `dir` for reading, never through a symlink or out of `dir`.
-fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+/// Opens `name` in `dir` for reading, never through a symlink, out of `dir` or
+/// across a mount; never blocking (a FIFO where a file was is caught by the type
+/// check that follows).
+fn open_beneath(dir: BorrowedFd<'_>, name: &std::ffi::CStr, extra: OFlag) -> io::Result<OwnedFd> {
     sys::openat2(
         dir,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
-        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | extra,
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
     )
 }
 
@@ -138,7 +164,7 @@ impl Copier<'_> {
                 target: self.target.to_owned(),
             });
         }
-        let listing = open_beneath(src, c".")
+        let listing = open_beneath(src, c".", OFlag::O_DIRECTORY)
             .and_then(|fd| nix::dir::Dir::from(fd).map_err(io::Error::from))
             .map_err(self.err(""))?;
         let names: Vec<CString> = listing
@@ -160,14 +186,19 @@ impl Copier<'_> {
                 SFlag::S_IFDIR => {
                     nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name.as_c_str(), Mode::S_IRWXU)
                         .map_err(|e| err(e.into()))?;
-                    let from = open_beneath(src, &name).map_err(&err)?;
-                    let to = open_beneath(dst, &name).map_err(&err)?;
+                    let from = open_beneath(src, &name, OFlag::O_DIRECTORY).map_err(&err)?;
+                    let to = open_beneath(dst, &name, OFlag::O_DIRECTORY).map_err(&err)?;
                     self.copy_tree(from.as_fd(), to.as_fd(), depth + 1)?;
                     // Last, so that a read-only directory is filled first.
                     self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
                 }
                 SFlag::S_IFREG => {
-                    let mut from = File::from(open_beneath(src, &name).map_err(&err)?);
+                    let mut from =
+                        File::from(open_beneath(src, &name, OFlag::empty()).map_err(&err)?);
+                    // Swapped for something else since the stat: skip it, as a FIFO.
+                    if !from.metadata().map_err(&err)?.is_file() {
+                        continue;
+                    }
                     let mut to = File::from(sys::create_at(dst, &name).map_err(&err)?);
                     io::copy(&mut from, &mut to).map_err(&err)?;
                     self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
