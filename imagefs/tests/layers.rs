@@ -118,6 +118,37 @@ fn owners_and_xattrs() {
     );
 }
 
+/// Files are created with their mode and skip `fchown`/`fchmod` where those would
+/// change nothing: the result must be the same as setting everything explicitly,
+/// including modes the umask would strip and a root-owned file in a set-group-ID
+/// directory (which would otherwise inherit the directory's group).
+#[test]
+fn modes_and_owners_survive_the_shortcuts() {
+    require_root!();
+    let s = Scratch::new();
+    let tar = tar_of(&[
+        E::dir("shared/").owner(0, 4321).mode(0o2775),
+        E::file("shared/root-file", b"x").mode(0o644),
+        E::file("shared/theirs", b"x").owner(7, 4321).mode(0o640),
+        E::file("open", b"x").mode(0o666),
+        E::file("readonly", b"x").mode(0o444),
+        E::file("plain", b"x").mode(0o644),
+        E::file("setuid", b"x").mode(0o4755),
+    ]);
+    apply(&s, &tar).unwrap();
+    let meta = |p: &str| {
+        let m = fs::metadata(s.root.join(p)).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    assert_eq!(meta("shared"), (0o2775, 0, 4321));
+    assert_eq!(meta("shared/root-file"), (0o644, 0, 0));
+    assert_eq!(meta("shared/theirs"), (0o640, 7, 4321));
+    assert_eq!(meta("open"), (0o666, 0, 0), "the umask must not strip bits");
+    assert_eq!(meta("readonly"), (0o444, 0, 0));
+    assert_eq!(meta("plain"), (0o644, 0, 0));
+    assert_eq!(meta("setuid"), (0o4755, 0, 0));
+}
+
 #[test]
 fn whiteouts_and_opaque_dirs() {
     require_root!(); // trusted.* xattrs and mknod need root
