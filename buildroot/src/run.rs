@@ -271,7 +271,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         stdin,
         ..Stdio::default()
     };
-    let started = runtime.start(&spec, stdio, true);
+    let started = runtime.start(&spec, stdio);
     let container = match started {
         Ok(c) => c,
         // A failed start removes what it created itself (and never touches the

@@ -216,7 +216,8 @@ pub fn random_id() -> String {
 
 /// What the scaffold holds: the points a container runtime mounts over.
 pub const SCAFFOLD_DIRS: &[&str] = &["proc", "dev", "sys", "etc"];
-pub const SCAFFOLD_FILES: &[&str] = &["etc/hostname", "etc/hosts", "etc/resolv.conf"];
+/// The files, in the order a runtime fills them: hostname, hosts, resolv.conf.
+pub const SCAFFOLD_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
 impl Store {
     /// Open (creating if needed) the store at `root`, and empty `tmp/` if

@@ -436,7 +436,7 @@ fn wait_for_request(
 
 fn reap(supervisor: &mut Supervisor, importer: &mut Importer, netd: &mut Netd) {
     for (pid, status) in reap_all().exited {
-        if supervisor.on_exit(pid, status) || netd.on_exit(pid, status, false) {
+        if supervisor.on_exit(pid, status) || netd.on_exit(pid, status) {
             continue;
         }
         match importer.on_exit(pid, status) {

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_netd::bridge;
+use berth_netd::config::BridgeConfig;
 use berth_netd::container::Attachment;
 use berth_netd::ipam::{Holder, Ipam};
 use berth_netd::netlink::Netlink;
@@ -62,7 +63,11 @@ pub fn prepare_bridge(
     ipam_dir: &Path,
 ) -> Result<BTreeMap<String, Attachment>, String> {
     let started = Instant::now();
-    let bridge_config = &config.network.bridge;
+    // This machine is berth's: it forwards its containers' traffic and nothing else.
+    let bridge_config = &BridgeConfig {
+        forward_only_containers: true,
+        ..config.network.bridge.clone()
+    };
     let mut nl = Netlink::open().map_err(|e| e.to_string())?;
     let br = bridge::ensure(&mut nl, bridge_config).map_err(|e| e.to_string())?;
     let ipam = Ipam::new(ipam_dir, bridge_config.subnet);
@@ -227,12 +232,7 @@ impl Netd {
     }
 
     /// Handles netd's exit; true if `pid` was netd. `stopping`: do not restart.
-    pub fn on_exit(
-        &mut self,
-        pid: Pid,
-        status: nix::sys::wait::WaitStatus,
-        stopping: bool,
-    ) -> bool {
+    pub fn on_exit(&mut self, pid: Pid, status: nix::sys::wait::WaitStatus) -> bool {
         if self.pid != Some(pid) {
             return false;
         }
@@ -246,13 +246,11 @@ impl Netd {
         {
             self.delay = Duration::from_secs(1);
         }
-        if !stopping {
-            log::error!(
-                "netd exited ({status:?}): starting it again in {:?}",
-                self.delay
-            );
-            self.schedule_restart();
-        }
+        log::error!(
+            "netd exited ({status:?}): starting it again in {:?}",
+            self.delay
+        );
+        self.schedule_restart();
         true
     }
 

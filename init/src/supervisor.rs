@@ -252,9 +252,7 @@ impl Supervisor {
             if let State::Starting { start, killed } = &mut u.state {
                 match killed {
                     None if start.deadline() <= now => {
-                        let e = start.timeout_error();
-                        log::error!("{e}");
-                        u.log.note(&format!("failed to start: {e}"));
+                        Self::report_start_error(&mut u.log, &start.timeout_error());
                         // Not reaped yet (reaping happens on this thread, and a reaped
                         // child leaves Starting), so the pid is still this child's.
                         let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
@@ -352,13 +350,22 @@ impl Supervisor {
                     killed: None,
                 };
             }
-            Err(e) => Self::start_failed(unit, &e),
+            Err(e) => {
+                Self::report_start_error(&mut unit.log, &e);
+                Self::after_failed_setup(unit);
+            }
         }
     }
 
-    fn start_failed(unit: &mut Unit, e: &berth_runtime::StartError) {
+    /// Logs why a start failed, on the console and in the container's log.
+    fn report_start_error(log: &mut LogSink, e: &berth_runtime::StartError) {
         log::error!("{e}");
-        unit.log.note(&format!("failed to start: {e}"));
+        log.note(&format!("failed to start: {e}"));
+    }
+
+    /// Applies the restart policy to a start that never reached the program, as to
+    /// an exit with Docker's "cannot run" code.
+    fn after_failed_setup(unit: &mut Unit) {
         let exit = Exit {
             code: berth_runtime::child::SETUP_FAILED,
             signal: None,
@@ -401,8 +408,7 @@ impl Supervisor {
                 unit.state = State::Running(Box::new(start.into_running(stop_signal)));
             }
             Some(Err(e)) => {
-                log::error!("{e}");
-                unit.log.note(&format!("failed to start: {e}"));
+                Self::report_start_error(&mut unit.log, &e);
                 if !reaped {
                     let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
                 }
@@ -463,12 +469,7 @@ impl Supervisor {
                 if self.shutting_down {
                     unit.state = State::Done;
                 } else {
-                    let exit = Exit {
-                        code: berth_runtime::child::SETUP_FAILED,
-                        signal: None,
-                        oom_killed: false,
-                    };
-                    Self::after_exit(unit, exit, Duration::ZERO);
+                    Self::after_failed_setup(unit);
                 }
                 return true;
             }

@@ -173,6 +173,7 @@ pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), B
         bridge: config.name.0.clone(),
         subnet: config.subnet,
         ports,
+        forward_only_containers: config.forward_only_containers,
     });
     // route_localnet only with the table (and its guard chain) in place.
     let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);

@@ -75,6 +75,9 @@ pub struct NatRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub ports: Vec<PortForward>,
+    /// Drop every forwarded packet that is not the containers' (a berth host); else
+    /// only what goes into the bridge unasked is dropped.
+    pub forward_only_containers: bool,
 }
 
 /// What went wrong writing the rules.
@@ -512,10 +515,12 @@ fn guard_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
     vec![r]
 }
 
-/// `forward`: replies and published ports into the bridge, anything out of it; nothing
-/// else is routed. berth turns IPv4 forwarding on for its containers only: the host does
-/// not become a router between its other interfaces, and a LAN host routing the
-/// container subnet through it reaches no unpublished port.
+/// `forward`: replies and published ports into the bridge, anything out of it, and
+/// nothing else into it: a LAN host routing the container subnet through this one
+/// reaches no unpublished port. On a berth host (`forward_only_containers`), where
+/// berth turns IPv4 forwarding on for its containers only, nothing else is routed at
+/// all: the host does not become a router between its other interfaces. On an
+/// ordinary host the machine's own forwarding is left alone.
 fn forward_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
     let into = |extra: Vec<Expr>, verdict: u32| {
         let mut r = ifname_is(NFT_META_OIFNAME, NFT_CMP_EQ, &rules.bridge);
@@ -532,7 +537,11 @@ fn forward_rules(rules: &NatRules) -> Vec<Vec<Expr>> {
         ),
         into(ct_bits(NFT_CT_STATUS, IPS_DST_NAT), NF_ACCEPT),
         out_of,
-        vec![Expr::Verdict(NF_DROP)],
+        if rules.forward_only_containers {
+            vec![Expr::Verdict(NF_DROP)]
+        } else {
+            into(Vec::new(), NF_DROP)
+        },
     ]
 }
 
@@ -765,6 +774,7 @@ mod tests {
                 container_ip: Ipv4Addr::new(10, 88, 0, 2),
                 container_port: 80,
             }],
+            forward_only_containers: true,
         };
         let b = batch(&rules);
         let names: Vec<&str> = b.iter().map(|(w, _)| *w).collect();

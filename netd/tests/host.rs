@@ -148,6 +148,21 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
                 "missing {expect:?} in:\n{listing}"
             );
         }
+        // `berth run`'s default: only what goes into the bridge unasked is dropped; the
+        // machine's other forwarding is left alone. A berth host's config drops every
+        // other forwarded packet.
+        assert!(listing.contains("oifname \"berth0\" drop"), "{listing}");
+        let host = BridgeConfig {
+            forward_only_containers: true,
+            ..BridgeConfig::default()
+        };
+        bridge::apply_nat(&host, ports.clone()).unwrap();
+        let listing = run(&["nft", "list", "table", "ip", "berth"]);
+        assert!(!listing.contains("oifname \"berth0\" drop"), "{listing}");
+        assert!(
+            listing.lines().any(|l| l.trim() == "drop"),
+            "no catch-all drop on a berth host:\n{listing}"
+        );
         // Applying again replaces: nothing doubles. Fewer ports: the old rule is gone.
         bridge::apply_nat(&config, ports[..1].to_vec()).unwrap();
         let again = run(&["nft", "list", "table", "ip", "berth"]);

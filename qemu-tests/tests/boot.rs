@@ -122,10 +122,12 @@ fn kernel_command_line_overrides_hostname() {
         return;
     }
     let image = standard_image();
+    // A bare word reaches PID 1 as an argument: `netd`, which names the netd child's
+    // mode, must not turn PID 1 into netd (which would then exit and panic the kernel).
     let vm = boot(
         image,
         &image.join("initramfs.img"),
-        &["berth.hostname=from-cmdline"],
+        &["berth.hostname=from-cmdline", "netd"],
     );
     vm.wait_for("berth: hostname: from-cmdline", BOOT).unwrap();
     vm.wait_for("berth: ready", STEP).unwrap();

@@ -133,7 +133,7 @@ impl CgroupParent {
     /// The leaf of container `name`, if it exists.
     pub fn existing_leaf(&self, name: &str) -> Option<Leaf> {
         let path = self.dir.join(name);
-        path.is_dir().then(|| Leaf::open(path).ok()).flatten()
+        Leaf::open(path).ok()
     }
 
     /// Creates the leaf for container `name`, removing a stale one left by a crash.

@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use berth_imagefs::mount::{plan_for_store, MountError, Upper};
+use berth_imagefs::store::SCAFFOLD_FILES;
 use berth_imagefs::{Store, StoreError};
 use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::MsFlags;
@@ -157,7 +158,7 @@ fn mount_scratch(
         .mode(0o755)
         .create(&root)
         .map_err(err(&root))?;
-    let files = ["hostname", "hosts", "resolv.conf"].map(|n| mountpoint.join(n));
+    let files = SCAFFOLD_FILES.map(|p| mountpoint.join(p.trim_start_matches("etc/")));
     for (path, text) in files.iter().zip(contents) {
         std::fs::OpenOptions::new()
             .write(true)
@@ -269,10 +270,7 @@ fn setup_and_exec(
         }
     }
     rootfs::mount_system(root.as_fd())?;
-    for (src, dst) in etc_files
-        .iter()
-        .zip(["etc/hostname", "etc/hosts", "etc/resolv.conf"])
-    {
+    for (src, dst) in etc_files.iter().zip(SCAFFOLD_FILES) {
         rootfs::bind(root.as_fd(), src, dst, false, Resolve::InRoot)?;
     }
     for (volume, src) in spec.volumes.iter().zip(&s.volume_sources) {

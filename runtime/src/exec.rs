@@ -50,6 +50,13 @@ pub fn exec_in(
 
 /// The helper: enter, fork the command, wait for it with a deadline.
 fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout: Duration) -> i32 {
+    // A copy of PID 1 with all its descriptors (other containers' pidfds and cgroups,
+    // its signalfd): not dumpable, so that the container cannot open them through
+    // /proc/<pid>/fd, and they are closed as soon as the namespaces are entered.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("berth: exec in {}: prctl(PR_SET_DUMPABLE): {e}", spec.name);
+        return CANNOT_RUN;
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -60,6 +67,10 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
     }
     if let Err(e) = nix::sched::setns(pidfd, flags) {
         eprintln!("berth: exec in {}: entering its namespaces: {e}", spec.name);
+        return CANNOT_RUN;
+    }
+    if let Err(e) = sys::close_from(3) {
+        eprintln!("berth: exec in {}: closing descriptors: {e}", spec.name);
         return CANNOT_RUN;
     }
     let child = match sys::fork() {

@@ -68,7 +68,7 @@ pub fn capabilities(spec: &ContainerSpec) -> CapsHashSet {
 
 /// Shrinks the bounding set to `keep`. Must run before the switch to the
 /// container's user, while `CAP_SETPCAP` is still held.
-pub fn limit_bounding_set(keep: &CapsHashSet) -> Result<(), SecurityError> {
+fn limit_bounding_set(keep: &CapsHashSet) -> Result<(), SecurityError> {
     for cap in caps::all() {
         if !keep.contains(&cap) {
             match caps::drop(None, CapSet::Bounding, cap) {
@@ -84,7 +84,7 @@ pub fn limit_bounding_set(keep: &CapsHashSet) -> Result<(), SecurityError> {
 
 /// Sets effective and permitted to `keep` (empty for a non-root user, whose switch
 /// already cleared them), empties inheritable and ambient, and sets `no_new_privs`.
-pub fn set_capabilities(keep: &CapsHashSet, is_root: bool) -> Result<(), SecurityError> {
+fn set_capabilities(keep: &CapsHashSet, is_root: bool) -> Result<(), SecurityError> {
     let effective = if is_root {
         keep.clone()
     } else {

@@ -138,20 +138,14 @@ impl Runtime {
         self.state.join("volumes").join(name)
     }
 
-    /// Starts `spec` and waits until its program runs. `fresh`: claim the container's
-    /// directory, refusing if it exists (`berth run`), and remove what was created if
-    /// the start fails; otherwise keep its writable layer (a restart).
-    pub fn start(
-        &self,
-        spec: &ContainerSpec,
-        stdio: Stdio,
-        fresh: bool,
-    ) -> Result<Running, StartError> {
-        if fresh {
-            self.claim(&spec.name)?;
-        }
+    /// Starts a new container (`berth run`) and waits until its program runs: claims
+    /// the container's directory, refusing if it exists, and removes what it created
+    /// if the start fails. PID 1, which restarts containers on their kept writable
+    /// layer and must not wait, calls [`Runtime::begin`].
+    pub fn start(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Running, StartError> {
+        self.claim(&spec.name)?;
         let started = self.begin(spec, stdio).and_then(Starting::wait);
-        if fresh && started.is_err() {
+        if started.is_err() {
             let _ = self.remove(&spec.name);
         }
         started
@@ -225,16 +219,26 @@ impl Runtime {
             volume_sources.push(src);
         }
 
-        let leaf = self.cgroups.create_leaf(&spec.name)?;
-        leaf.set_limits(&spec.limits)?;
+        // Everything that can fail comes before the cgroup leaf, whose every error path
+        // must remove it. The parent's end of the sync pipe is non-blocking: PID 1 polls it.
         let (sync_read, sync_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::Pipe)?;
+        nix::fcntl::fcntl(
+            sync_read.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(StartError::Pipe)?;
         let raw = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| f.as_raw_fd() as RawFd);
         // A socket in the host's namespace for the child to create its veth pair with.
         let netlink = match &spec.network {
             Network::Bridge(_) => Some(Netlink::open().map_err(StartError::Netlink)?),
             _ => None,
         };
+        let leaf = self.cgroups.create_leaf(&spec.name)?;
+        if let Err(e) = leaf.set_limits(&spec.limits) {
+            let _ = leaf.remove();
+            return Err(e.into());
+        }
         let setup = Setup {
             netlink,
             spec,
@@ -263,15 +267,6 @@ impl Runtime {
         drop(setup);
         drop(stdio);
         let sync = File::from(sync_read);
-        if let Err(e) = nix::fcntl::fcntl(
-            sync.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        ) {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            reap_within(pid, Duration::from_secs(1));
-            let _ = leaf.remove();
-            return Err(StartError::Pipe(e));
-        }
         Ok(Starting {
             name: spec.name.clone(),
             pid,

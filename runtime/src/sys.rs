@@ -118,8 +118,8 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     }
 }
 
-/// Closes every descriptor from `first` up, for a process that will never exec (the
-/// container's init reaper), so it holds nothing of its parent's.
+/// Closes every descriptor from `first` up, for a copy of the caller that must hold
+/// nothing of its parent's (the container's init reaper, the health-check helper).
 pub fn close_from(first: RawFd) -> io::Result<()> {
     // SAFETY: the caller is a freshly forked process about to run code that owns none
     // of these descriptors; closing them invalidates no live Rust object it will use.
@@ -147,9 +147,35 @@ pub fn openat2(
     flags: OFlag,
     resolve: ResolveFlag,
 ) -> io::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(resolve);
+    openat2_how(
+        dir,
+        path,
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(resolve),
+    )
+}
+
+/// Creates regular file `name` in `dir` (mode 0600, never through a symlink, never
+/// an existing file) and opens it for writing.
+pub fn create_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    openat2_how(
+        dir,
+        name,
+        OpenHow::new()
+            .flags(
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+            )
+            .mode(nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
+    )
+}
+
+fn openat2_how(dir: BorrowedFd<'_>, path: &CStr, how: OpenHow) -> io::Result<OwnedFd> {
     loop {
         match nix::fcntl::openat2(dir.as_raw_fd(), path, how) {
             // The kernel asks for a retry when a rename raced a scoped lookup.
@@ -162,26 +188,11 @@ pub fn openat2(
     }
 }
 
-/// Creates regular file `name` in `dir` (mode 0600, never through a symlink, never
-/// an existing file) and opens it for writing.
-pub fn create_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        )
-        .mode(nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    // SAFETY: the fd was just returned by a successful openat2 and is owned by
-    // nothing else.
-    nix::fcntl::openat2(dir.as_raw_fd(), name, how)
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .map_err(io::Error::from)
-}
-
 /// `fork(2)`, for the container's init reaper.
 pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: fork is unsound only in multi-threaded processes; its one caller is the
-    // container child, a fork-like clone3 copy of a single thread.
+    // SAFETY: fork is unsound only in multi-threaded processes; its callers (the
+    // container child for its init reaper, the health-check helper) are fork-like
+    // clone3 copies of a single thread.
     unsafe { nix::unistd::fork() }
 }
 
