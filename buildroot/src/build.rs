@@ -115,6 +115,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     ))?;
     log::info!("init binary: {}", init_path.display());
     let init = initbin::read_static(&init_path)?;
+    let helper_path = initbin::locate_helper(&init_path)?;
+    let helper = initbin::read_static(&helper_path)?;
 
     // 3. The kernel package.
     let (deb, deb_name) = match &opts.kernel_deb {
@@ -184,6 +186,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let mut inputs = vec![
         FileRecord::of(config_name, &config_bytes),
         FileRecord::of("init", &init),
+        FileRecord::of(
+            berth_init::helper::HELPER_PATH.trim_start_matches('/'),
+            &helper,
+        ),
         FileRecord {
             name: deb_name,
             size: deb_size,
@@ -197,7 +203,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     module_records.sort_by(|a, b| a.name.cmp(&b.name));
     inputs.extend(module_records);
 
-    let mut fs = initramfs::berth_layout(init, config_bytes, &tree.release, &closure, &index)?;
+    let mut fs =
+        initramfs::berth_layout(init, helper, config_bytes, &tree.release, &closure, &index)?;
     let config_dir = opts.config.parent().unwrap_or(Path::new("."));
     for (i, image) in config.images.iter().enumerate() {
         bake_image(

@@ -32,6 +32,8 @@ pub enum InitBinaryError {
     WrongMachine { path: PathBuf, machine: u16 },
     #[error("init binary {path} is not an executable (ELF type {kind})")]
     NotExecutable { path: PathBuf, kind: u16 },
+    #[error("no {HELPER_NAME} next to the init binary: {looked} is missing. `make init` builds both; an init binary given with --init needs its {HELPER_NAME} beside it")]
+    HelperNotFound { looked: PathBuf },
     #[error("init binary {path} is dynamically linked (it asks for the loader {interpreter}); build it static, e.g. with RUSTFLAGS='-C target-feature=+crt-static'")]
     Dynamic { path: PathBuf, interpreter: String },
 }
@@ -57,6 +59,21 @@ pub fn candidates(
     }
     out.push(cwd.join(WORKSPACE_INIT));
     out
+}
+
+/// The file name of PID 1's helper binary (netd and the image importer), which a build
+/// takes from the init binary's directory.
+pub const HELPER_NAME: &str = "berth-helper";
+
+/// The helper binary that goes with the init binary at `init`: [`HELPER_NAME`] in the
+/// same directory, so that the two always come from one build.
+pub fn locate_helper(init: &Path) -> Result<PathBuf, InitBinaryError> {
+    let helper = init.with_file_name(HELPER_NAME);
+    if helper.is_file() {
+        Ok(helper)
+    } else {
+        Err(InitBinaryError::HelperNotFound { looked: helper })
+    }
 }
 
 /// The first candidate that is a file.

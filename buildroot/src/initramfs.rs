@@ -13,7 +13,10 @@
 //! │   ├── modules.alias
 //! │   └── modules.builtin             copied from the kernel package
 //! ├── proc/ sys/ run/ root/ var/      0755, empty: mount points and state
-//! └── tmp/          1777
+//! ├── tmp/          1777
+//! └── usr/
+//!     ├── lib/berth/berth-helper  0755   netd and the image importer, which PID 1 starts
+//!     └── share/berth/images/           the `[[image]]`s baked in (see `build`)
 //! ```
 //!
 //! Every directory is 0755 unless listed, and parent directories precede their children
@@ -23,6 +26,8 @@
 //! decompressor reads standard zstd frames (`lib/decompress_unzstd.c`).
 
 use std::collections::BTreeMap;
+
+use berth_init::helper::HELPER_PATH;
 
 use crate::cpio::{CpioWriter, EntryKind};
 use crate::modules::Module;
@@ -211,6 +216,7 @@ pub struct ModuleIndexFiles {
 /// Assembles berth's layout (see the module doc).
 pub fn berth_layout(
     init: Vec<u8>,
+    helper: Vec<u8>,
     config: Vec<u8>,
     release: &str,
     modules: &BTreeMap<String, Module>,
@@ -223,6 +229,7 @@ pub fn berth_layout(
     fs.char_device("dev/console", 0o600, 5, 1)?;
     fs.char_device("dev/null", 0o666, 1, 3)?;
     fs.file("init", 0o755, init)?;
+    fs.file(HELPER_PATH.trim_start_matches('/'), 0o755, helper)?;
     fs.file("etc/berth/host.toml", 0o644, config)?;
     let moddir = format!("lib/modules/{release}");
     fs.dir(&moddir, 0o755)?;
@@ -316,6 +323,7 @@ mod tests {
         };
         let fs = berth_layout(
             b"ELF".to_vec(),
+            b"ELF helper".to_vec(),
             b"version = 1\n".to_vec(),
             "6.1.0-t",
             &BTreeMap::new(),
@@ -327,6 +335,7 @@ mod tests {
             "dev/console",
             "dev/null",
             "init",
+            "usr/lib/berth/berth-helper",
             "etc/berth/host.toml",
             "lib/modules/6.1.0-t/modules.dep",
             "tmp",

@@ -44,7 +44,8 @@ enum Command {
         after_help = "The config is validated with the same code PID 1 runs; an error \
 names the key and the line. The init binary is taken from --init, else $BERTH_INIT, else \
 `berth-init` next to this executable, else target/x86_64-unknown-linux-gnu/release/berth-init \
-under the current directory; it must be a static x86-64 ELF.
+under the current directory; it must be a static x86-64 ELF, with `berth-helper` (netd and the \
+image importer, PID 1's child processes) from the same build beside it.
 
 The kernel is the pinned Debian package (see `berth kernel show`), fetched into the cache on \
 first use with apt-get and verified by SHA-256. The image carries the modules the config's \

@@ -2,9 +2,9 @@
 //! umasks and wall-clock time, the initramfs contents, and errors a user meets first.
 //!
 //! They need the pinned kernel package, which is fetched into the shared cache
-//! (`$BERTH_CACHE`, else `~/.cache/berth`) on first use, and a static ELF to stand in for
-//! berth-init: `/bin/busybox` from Debian's busybox-static (the pipeline does not care
-//! what the binary does).
+//! (`$BERTH_CACHE`, else `~/.cache/berth`) on first use, and static ELFs to stand in for
+//! berth-init and berth-helper: copies of `/bin/busybox` from Debian's busybox-static (the
+//! pipeline does not care what the binaries do).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,11 +12,22 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-const STATIC_INIT: &str = "/bin/busybox";
+const STATIC_ELF: &str = "/bin/busybox";
 const RELEASE: &str = "6.1.0-50-cloud-amd64";
 
 /// Runs `berth build` through `sh` so that the umask and TZ apply to the process itself.
-fn berth_build(config: &Path, out: &Path, tz: &str, umask: &str, init: &str) -> Output {
+/// Stand-ins for the init binary and, beside it, `berth-helper` (busybox with a few bytes
+/// appended, so that the two differ): returns the init binary's path.
+fn stand_ins(dir: &Path) -> std::path::PathBuf {
+    let elf = std::fs::read(STATIC_ELF).expect("busybox-static is installed");
+    std::fs::write(dir.join("berth-init"), &elf).unwrap();
+    let mut helper = elf;
+    helper.extend_from_slice(b"helper");
+    std::fs::write(dir.join("berth-helper"), helper).unwrap();
+    dir.join("berth-init")
+}
+
+fn berth_build(config: &Path, out: &Path, tz: &str, umask: &str, init: &Path) -> Output {
     Command::new("sh")
         .arg("-c")
         .arg(r#"umask "$1"; shift; exec "$@""#)
@@ -93,15 +104,10 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     let a = work.path().join("a");
     let b = work.path().join("deeper/and/deeper/b-out");
 
-    assert_ok(&berth_build(&config, &a, "UTC", "022", STATIC_INIT));
+    let init = stand_ins(work.path());
+    assert_ok(&berth_build(&config, &a, "UTC", "022", &init));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_ok(&berth_build(
-        &config,
-        &b,
-        "Pacific/Chatham",
-        "077",
-        STATIC_INIT,
-    ));
+    assert_ok(&berth_build(&config, &b, "Pacific/Chatham", "077", &init));
 
     for name in ["vmlinuz", "initramfs.img", "manifest.json"] {
         let x = std::fs::read(a.join(name)).unwrap();
@@ -128,7 +134,8 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     let inputs = names("inputs");
     assert_eq!(inputs[0], "host.toml");
     assert_eq!(inputs[1], "init");
-    assert!(inputs[2].starts_with("linux-image-6.1.0-50-cloud-amd64_"));
+    assert_eq!(inputs[2], "usr/lib/berth/berth-helper");
+    assert!(inputs[3].starts_with("linux-image-6.1.0-50-cloud-amd64_"));
     let image = std::fs::read(a.join("initramfs.img")).unwrap();
     assert_eq!(
         m["outputs"][1]["size"].as_u64(),
@@ -141,6 +148,7 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     let moddir = format!("lib/modules/{RELEASE}");
     for want in [
         "init".to_owned(),
+        "usr/lib/berth/berth-helper".to_owned(),
         "etc/berth/host.toml".to_owned(),
         "dev/console".to_owned(),
         "tmp".to_owned(),
@@ -156,9 +164,10 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
         cpio_extract(&image, "etc/berth/host.toml"),
         std::fs::read(&config).unwrap()
     );
+    assert_eq!(cpio_extract(&image, "init"), std::fs::read(&init).unwrap());
     assert_eq!(
-        cpio_extract(&image, "init"),
-        std::fs::read(STATIC_INIT).unwrap()
+        cpio_extract(&image, "usr/lib/berth/berth-helper"),
+        std::fs::read(init.with_file_name("berth-helper")).unwrap()
     );
 
     // Every module modules.dep names, and every dependency, is in the image; the requested
@@ -197,7 +206,8 @@ fn unknown_module_is_named_with_a_suggestion() {
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("host.toml");
     std::fs::write(&config, "version = 1\n[kernel]\nmodules = [\"dumy\"]\n").unwrap();
-    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", STATIC_INIT);
+    let init = stand_ins(work.path());
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", &init);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("module `dumy`"), "{stderr}");
@@ -210,7 +220,8 @@ fn config_and_init_errors_stop_the_build() {
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("host.toml");
     std::fs::write(&config, "version = 1\nhostnme = \"x\"\n").unwrap();
-    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", STATIC_INIT);
+    let init = stand_ins(work.path());
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", &init);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -219,8 +230,26 @@ fn config_and_init_errors_stop_the_build() {
     );
 
     std::fs::write(&config, "version = 1\n").unwrap();
-    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", "/bin/sh");
+    let out = berth_build(
+        &config,
+        &work.path().join("out"),
+        "UTC",
+        "022",
+        Path::new("/bin/sh"),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dynamically linked"), "{stderr}");
+
+    // An init binary without its helper beside it.
+    std::fs::remove_file(init.with_file_name("berth-helper")).unwrap();
+    let out = berth_build(&config, &work.path().join("out"), "UTC", "022", &init);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no berth-helper next to the init binary")
+            && stderr.contains(&init.with_file_name("berth-helper").display().to_string()),
+        "{stderr}"
+    );
+    assert!(!work.path().join("out/manifest.json").exists());
 }

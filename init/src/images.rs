@@ -1,13 +1,12 @@
 //! Images baked into the initramfs by `berth build` (`[[image]]`), imported into the
 //! store at boot.
 //!
-//! The import parses image bytes, so it does not run in PID 1: PID 1 starts its own
-//! binary again as `berth-init import-images` and supervises that process like any
+//! The import parses image bytes, so it does not run in PID 1: PID 1 starts its
+//! helper binary as `berth-helper import-images` and supervises that process like any
 //! other child. If it fails or crashes, PID 1 logs it and tries again (up to
 //! [`MAX_ATTEMPTS`] times); containers wait for it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use berth_imagefs::{import, ImportOptions, Store};
 
@@ -18,8 +17,6 @@ use crate::config::{HostConfig, CONFIG_PATH};
 pub const BAKED_DIR: &str = "/usr/share/berth/images";
 /// The store PID 1 uses.
 pub const STORE_DIR: &str = "/var/lib/berth";
-/// The argument that makes `berth-init` the importer instead of PID 1.
-pub const IMPORT_ARG: &str = "import-images";
 pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Where image `index` is baked under `base`: `N/` for an image layout directory,
@@ -34,7 +31,7 @@ pub fn baked_path(base: &Path, index: usize, is_dir: bool) -> PathBuf {
 
 /// Starts the importer; its pid is reaped by PID 1's loop.
 pub fn spawn_importer() -> std::io::Result<nix::unistd::Pid> {
-    let child = Command::new("/proc/self/exe").arg(IMPORT_ARG).spawn()?;
+    let child = crate::helper::command(crate::helper::IMPORT_ARG).spawn()?;
     Ok(nix::unistd::Pid::from_raw(child.id() as i32))
 }
 

@@ -4,13 +4,14 @@
 //! [`modules`] (with the pure [`modindex`]), [`signals`], [`reaper`], [`power_button`],
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
-//! images in a child process), [`supervisor`] (starting, restarting and stopping
+//! images in a child process), [`helper`] (`berth-helper`, the binary of those child processes), [`supervisor`] (starting, restarting and stopping
 //! containers with `berth_runtime`), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
 //! child process and the container bridge). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
 pub mod config;
 pub mod health;
+pub mod helper;
 pub mod images;
 pub mod klog;
 pub mod logs;

@@ -1,28 +1,16 @@
 //! `berth-init`, the PID 1 of a berth host. A thin shell: the work is in the library.
 
-use berth_init::{boot, images, klog, network, shutdown};
+use berth_init::{boot, klog, shutdown};
 
 fn main() {
     let exec_ms = klog::boot_ms();
-    // PID 1 starts this binary again to run netd (which parses DHCP replies) and the
-    // image importer outside PID 1. Those arguments count only when this is not PID 1:
-    // the kernel hands bare words of its command line to init as arguments, and PID 1
-    // running netd and then exiting would panic the kernel.
+    // Only the kernel starts this binary (or a test, as PID 1 of a new PID namespace).
+    // netd and the importer are `berth-helper`, a binary of its own (see `helper`).
     if nix::unistd::getpid().as_raw() != 1 {
-        match std::env::args().nth(1).as_deref() {
-            // netd's stdout is its status pipe, so it sets up its own logging.
-            Some(network::NETD_ARG) => std::process::exit(network::netd_main()),
-            Some(images::IMPORT_ARG) => {
-                klog::init(log::LevelFilter::Info);
-                std::process::exit(images::importer_main())
-            }
-            _ => {
-                eprintln!(
-                    "berth-init is the PID 1 of a berth host: the kernel starts it (or run it as PID 1 of a new PID namespace)"
-                );
-                std::process::exit(2);
-            }
-        }
+        eprintln!(
+            "berth-init is the PID 1 of a berth host: the kernel starts it (or run it as PID 1 of a new PID namespace)"
+        );
+        std::process::exit(2);
     }
     klog::init(log::LevelFilter::Info);
     // A panic is a bug, but PID 1 must not die of it: log it, then reboot in order.

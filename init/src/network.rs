@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_netd::bridge;
@@ -28,9 +28,6 @@ use crate::workload::NetworkMode;
 
 /// The most of netd's output PID 1 reads per wake-up (its lines are a few dozen bytes).
 const OUTPUT_BUDGET: usize = 64 * 1024;
-
-/// The argument that makes `berth-init` netd instead of PID 1.
-pub const NETD_ARG: &str = "netd";
 
 /// Modules the bridge network needs: the bridge, veth pairs and nf_tables NAT.
 pub const BRIDGE_MODULES: &[&str] = &[
@@ -151,8 +148,7 @@ impl Netd {
 
     fn spawn(&mut self) {
         self.restart_at = None;
-        let child = Command::new("/proc/self/exe")
-            .arg(NETD_ARG)
+        let child = crate::helper::command(crate::helper::NETD_ARG)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn();

@@ -2,7 +2,7 @@
 //! image or with it complete and verified, never with a ref to something half
 //! written.
 //!
-//! A guest runs PID 1's own importer (`berth-init import-images`, the code that
+//! A guest runs PID 1's own importer (`berth-helper import-images`, the code that
 //! imports baked images at boot) into a store on an ext4 virtio disk, and QEMU is
 //! SIGKILLed at points spread over the import. That loses exactly what a power cut
 //! loses: everything the guest had not yet written to its disk (its page cache, and
@@ -56,7 +56,7 @@ if ! $B mount -t ext4 /dev/vda /var/lib/berth; then
   $B poweroff -f
 fi
 echo "powercut: import start"
-/init import-images
+/usr/lib/berth/berth-helper import-images
 echo "powercut: import exit $?"
 # Nothing syncs the disk for a while: a cut in this window finds on disk only what
 # the importer itself made durable.

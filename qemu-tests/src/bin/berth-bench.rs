@@ -144,6 +144,11 @@ fn run() -> Result<(), String> {
         &format!("{} KiB", kib(&floor)),
     );
     row(
+        "helper binary (netd, importer; not PID 1)",
+        &format!("{} KiB", kib(&init.with_file_name("berth-helper"))),
+        &none,
+    );
+    row(
         "initramfs",
         &format!("{} KiB", kib(&demo.join("initramfs.img"))),
         &format!("{} KiB", kib(&floor_initrd)),
@@ -364,6 +369,9 @@ fn native_pid1(init: &Path, runs: usize) -> Result<f64, String> {
     let root: PathBuf = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(root.join("etc/berth")).map_err(|e| e.to_string())?;
     std::fs::copy(init, root.join("init")).map_err(|e| e.to_string())?;
+    let helper = root.join(berth_init::helper::HELPER_PATH.trim_start_matches('/'));
+    std::fs::create_dir_all(helper.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
+    std::fs::copy(init.with_file_name("berth-helper"), &helper).map_err(|e| e.to_string())?;
     std::fs::write(
         root.join("etc/berth/host.toml"),
         "version = 1\nhostname = \"bench\"\n",
