@@ -348,11 +348,13 @@ impl HostConfig {
                 })
             }
         }
-        let de = toml::Deserializer::new(text);
-        let config: HostConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            invalid(path, text, &key, e.inner())
+        let config: HostConfig = toml::from_str(text).map_err(|e| {
+            // The key is read back from the text at the fault (see `tomlpath`).
+            let key = e
+                .span()
+                .map(|span| crate::tomlpath::fault_path(text, span, e.message()))
+                .unwrap_or_default();
+            invalid(path, text, &key, &e)
         })?;
         for (i, interface) in config.network.interfaces.iter().enumerate() {
             interface

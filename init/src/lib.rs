@@ -25,4 +25,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
 pub mod switch_root;
+pub mod tomlpath;
 pub mod workload;
