@@ -1,8 +1,8 @@
 //! A small synchronous rtnetlink client: links, addresses, routes, bridges and veth pairs.
 //!
-//! Messages are built and parsed with `netlink-packet-route` (the message layer of the
-//! `rtnetlink` crate) and sent over a blocking `netlink-sys` socket, one request at a
-//! time: PID 1's helpers and the container child are single-threaded, and an async
+//! Messages are built with `netlink-packet-route` (the message layer of the `rtnetlink`
+//! crate) and sent over a blocking `netlink-sys` socket, one request at a time; replies
+//! are decoded only as far as this client reads them (see [`Reply`]): PID 1's helpers and the container child are single-threaded, and an async
 //! runtime would cost more than every request it could overlap.
 //!
 //! A socket works in the network namespace it was created in, whatever namespace the
@@ -14,12 +14,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    parse_string, parse_u32, DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlasIterator, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -149,49 +150,32 @@ impl Netlink {
         self.send(op, message, NLM_F_REQUEST | NLM_F_ACK | flags)?;
         let seq = self.seq;
         loop {
-            for reply in self.receive(op)? {
-                if reply.header.sequence_number != seq {
+            for (reply_seq, reply) in self.receive(op)? {
+                if reply_seq != seq {
                     continue;
                 }
-                if let NetlinkPayload::Error(err) = reply.payload {
-                    return match err.code {
-                        None => Ok(()),
-                        Some(code) => Err(NetlinkError::Kernel {
-                            op,
-                            errno: Errno::from_raw(-code.get()),
-                        }),
-                    };
+                if let Reply::Status(code) = reply {
+                    return status(op, code);
                 }
             }
         }
     }
 
-    /// Sends a dump request and collects every message until `NLMSG_DONE`.
-    fn dump(
-        &mut self,
-        op: &'static str,
-        message: RouteNetlinkMessage,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    /// Sends a dump request for links and collects every one until `NLMSG_DONE`.
+    fn dump_links(&mut self, op: &'static str, message: RouteNetlinkMessage) -> Result<Vec<Link>> {
         self.send(op, message, NLM_F_REQUEST | NLM_F_DUMP)?;
         let seq = self.seq;
         let mut out = Vec::new();
         loop {
-            for reply in self.receive(op)? {
-                if reply.header.sequence_number != seq {
+            for (reply_seq, reply) in self.receive(op)? {
+                if reply_seq != seq {
                     continue;
                 }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(err) => {
-                        if let Some(code) = err.code {
-                            return Err(NetlinkError::Kernel {
-                                op,
-                                errno: Errno::from_raw(-code.get()),
-                            });
-                        }
-                    }
-                    _ => {}
+                match reply {
+                    Reply::Link(link) => out.push(link),
+                    Reply::Done => return Ok(out),
+                    Reply::Status(code) => status(op, code)?,
+                    Reply::Other => {}
                 }
             }
         }
@@ -212,8 +196,8 @@ impl Netlink {
         Ok(())
     }
 
-    /// Reads one datagram and decodes the messages in it.
-    fn receive(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+    /// Reads one datagram and decodes the messages in it, with their sequence numbers.
+    fn receive(&mut self, op: &'static str) -> Result<Vec<(u32, Reply)>> {
         let n = loop {
             match self.socket.recv(&mut &mut self.buf[..], 0) {
                 Ok(n) => break n,
@@ -232,11 +216,9 @@ impl Netlink {
                 });
             }
             let one = rest.get(..len).unwrap_or(&[]);
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one).map_err(|e| {
-                NetlinkError::Decode {
-                    op,
-                    detail: e.to_string(),
-                }
+            let message = decode_reply(one).map_err(|e| NetlinkError::Decode {
+                op,
+                detail: e.to_string(),
             })?;
             messages.push(message);
             // Each message is padded to a multiple of 4 bytes.
@@ -247,17 +229,10 @@ impl Netlink {
 
     /// Every network interface.
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let replies = self.dump(
+        self.dump_links(
             "list links",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(link_from_message(&link)),
-                _ => None,
-            })
-            .collect())
+        )
     }
 
     /// The interface named `name`.
@@ -273,25 +248,24 @@ impl Netlink {
         )?;
         let seq = self.seq;
         loop {
-            for reply in self.receive("get link")? {
-                if reply.header.sequence_number != seq {
+            for (reply_seq, reply) in self.receive("get link")? {
+                if reply_seq != seq {
                     continue;
                 }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                        return Ok(link_from_message(&link))
-                    }
-                    NetlinkPayload::Error(err) => {
-                        let errno = err.code.map(|c| Errno::from_raw(-c.get()));
-                        return Err(match errno {
-                            Some(Errno::ENODEV) => NetlinkError::NoSuchLink(name.to_owned()),
-                            other => NetlinkError::Kernel {
-                                op: "get link",
-                                errno: other.unwrap_or(Errno::EIO),
-                            },
+                match reply {
+                    Reply::Link(link) => return Ok(link),
+                    Reply::Status(code) => {
+                        return Err(match status("get link", code) {
+                            Err(NetlinkError::Kernel {
+                                errno: Errno::ENODEV,
+                                ..
+                            }) => NetlinkError::NoSuchLink(name.to_owned()),
+                            Err(e) => e,
+                            // An acknowledgement without the link: the kernel has none.
+                            Ok(()) => NetlinkError::NoSuchLink(name.to_owned()),
                         });
                     }
-                    _ => {}
+                    Reply::Done | Reply::Other => {}
                 }
             }
         }
@@ -458,36 +432,107 @@ fn set_cloexec(fd: i32) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
 }
 
-fn link_from_message(message: &LinkMessage) -> Link {
+/// One message of a reply, decoded only as far as this client reads it.
+///
+/// Replies are taken apart by hand with the crates' buffer types rather than parsed
+/// into `RouteNetlinkMessage`: that parser knows every attribute of every message type
+/// (traffic control, tunnels, SR-IOV...), and linking it made up about 330 KiB of
+/// PID 1's binary, which uses this client for loopback and the bridge.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// `NLMSG_ERROR`: 0 acknowledges, a negative errno refuses.
+    Status(i32),
+    /// `NLMSG_DONE`, the end of a dump.
+    Done,
+    /// `RTM_NEWLINK`: a link, in a dump or in answer to "get link".
+    Link(Link),
+    /// Anything else (this client asks for nothing else).
+    Other,
+}
+
+/// The outcome an `NLMSG_ERROR` code stands for.
+fn status(op: &'static str, code: i32) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(NetlinkError::Kernel {
+            op,
+            errno: Errno::from_raw(code.saturating_neg()),
+        })
+    }
+}
+
+/// `RTM_NEWLINK` (`linux/rtnetlink.h`).
+const RTM_NEWLINK: u16 = 16;
+/// Link attributes this client reads (`linux/if_link.h`).
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+
+/// Decodes one netlink message (header and payload, exactly `bytes`) and returns its
+/// sequence number with what it says.
+fn decode_reply(bytes: &[u8]) -> std::result::Result<(u32, Reply), DecodeError> {
+    let message = NetlinkBuffer::new_checked(bytes)?;
+    let payload = message.payload();
+    let reply = match message.message_type() {
+        NLMSG_ERROR => {
+            let code = payload
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(i32::from_ne_bytes)
+                .ok_or_else(|| DecodeError::from("NLMSG_ERROR shorter than its code"))?;
+            Reply::Status(code)
+        }
+        NLMSG_DONE => Reply::Done,
+        RTM_NEWLINK => Reply::Link(decode_link(payload)?),
+        _ => Reply::Other,
+    };
+    Ok((message.sequence_number(), reply))
+}
+
+/// The fields of [`Link`] from an `RTM_NEWLINK` payload: the `ifinfomsg` header, then the
+/// attributes this client reads; the rest are skipped unread.
+fn decode_link(payload: &[u8]) -> std::result::Result<Link, DecodeError> {
+    let header = LinkHeader::parse(payload)?;
     let mut link = Link {
-        index: message.header.index,
+        index: header.index,
         name: String::new(),
         mac: Vec::new(),
-        up: message.header.flags.contains(LinkFlags::Up),
-        carrier: message.header.flags.contains(LinkFlags::LowerUp),
-        loopback: message.header.flags.contains(LinkFlags::Loopback),
+        up: header.flags.contains(LinkFlags::Up),
+        carrier: header.flags.contains(LinkFlags::LowerUp),
+        loopback: header.flags.contains(LinkFlags::Loopback),
         kind: String::new(),
         controller: None,
         mtu: 0,
     };
-    for attr in &message.attributes {
-        match attr {
-            LinkAttribute::IfName(name) => link.name = name.clone(),
-            LinkAttribute::Address(mac) => link.mac = mac.clone(),
-            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
-            LinkAttribute::Controller(c) => link.controller = Some(*c),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        link.kind = kind.to_string();
+    let attributes = payload.get(LINK_HEADER_LEN..).unwrap_or(&[]);
+    for attribute in NlasIterator::new(attributes) {
+        let attribute = attribute?;
+        let value = attribute.value();
+        match attribute.kind() & NLA_TYPE_MASK {
+            IFLA_IFNAME => link.name = parse_string(value)?,
+            IFLA_ADDRESS => link.mac = value.to_vec(),
+            IFLA_MTU => link.mtu = parse_u32(value)?,
+            IFLA_MASTER => link.controller = Some(parse_u32(value)?),
+            IFLA_LINKINFO => {
+                for info in NlasIterator::new(value) {
+                    let info = info?;
+                    if info.kind() & NLA_TYPE_MASK == IFLA_INFO_KIND {
+                        link.kind = parse_string(info.value())?;
                     }
                 }
             }
             _ => {}
         }
     }
-    link
+    Ok(link)
 }
+
+/// The length of `ifinfomsg`, which precedes a link message's attributes.
+const LINK_HEADER_LEN: usize = 16;
 
 fn address_message(index: u32, address: IpAddr, prefix: u8) -> AddressMessage {
     let mut message = AddressMessage::default();
@@ -545,4 +590,90 @@ fn route_message(route: &Route4) -> RouteMessage {
         .attributes
         .push(RouteAttribute::Oif(route.interface));
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of `payload` as the kernel would send it, with sequence number 7.
+    fn wire(payload: NetlinkPayload<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = 7;
+        let mut packet = NetlinkMessage::new(header, payload);
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn a_link_is_read_from_its_attributes_past_ones_it_skips() {
+        let mut message = LinkMessage::default();
+        message.header.index = 42;
+        message.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        message.attributes = vec![
+            LinkAttribute::IfName("br-berth".into()),
+            LinkAttribute::TxQueueLen(1000),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
+            LinkAttribute::Mtu(1400),
+            LinkAttribute::Controller(3),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(LinkMessage::default()))),
+            ]),
+        ];
+        let bytes = wire(NetlinkPayload::from(RouteNetlinkMessage::NewLink(message)));
+        let (seq, reply) = decode_reply(&bytes).unwrap();
+        assert_eq!(seq, 7);
+        assert_eq!(
+            reply,
+            Reply::Link(Link {
+                index: 42,
+                name: "br-berth".into(),
+                mac: vec![2, 0, 0, 0, 0, 9],
+                up: true,
+                carrier: true,
+                loopback: false,
+                kind: "veth".into(),
+                controller: Some(3),
+                mtu: 1400,
+            })
+        );
+        // Cut anywhere inside, it is an error, never a panic or a wrong link.
+        for len in 0..bytes.len() {
+            let mut cut = bytes[..len].to_vec();
+            if cut.len() >= 4 {
+                cut[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+            }
+            if let Ok((_, Reply::Link(link))) = decode_reply(&cut) {
+                assert!(link.mtu == 0 || link.controller.is_none() || link.kind.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn acknowledgements_refusals_and_the_end_of_a_dump() {
+        let mut ack = wire(NetlinkPayload::Done(Default::default()));
+        assert_eq!(decode_reply(&ack).unwrap(), (7, Reply::Done));
+        // NLMSG_ERROR with code -ENODEV, then with 0.
+        ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        ack[16..20].copy_from_slice(&(-19i32).to_ne_bytes());
+        assert_eq!(decode_reply(&ack).unwrap(), (7, Reply::Status(-19)));
+        assert!(matches!(
+            status("x", -19),
+            Err(NetlinkError::Kernel {
+                errno: Errno::ENODEV,
+                ..
+            })
+        ));
+        ack[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(decode_reply(&ack).unwrap(), (7, Reply::Status(0)));
+        assert!(status("x", 0).is_ok());
+        // A length past the datagram, and an NLMSG_ERROR without its code.
+        assert!(decode_reply(&ack[..16]).is_err());
+        let mut short = ack[..16].to_vec();
+        short[..4].copy_from_slice(&16u32.to_ne_bytes());
+        assert!(decode_reply(&short).is_err());
+    }
 }
