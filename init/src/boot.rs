@@ -68,7 +68,9 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     crate::klog::quiet_kernel_console(&cmdline);
     log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
     match switched {
-        Some(Ok(n)) => log::info!("root moved from the initramfs to a tmpfs ({n} entries)"),
+        Some(Ok(n)) => log::info!(
+            "root moved from the initramfs to a tmpfs ({n} entries; PID 1's own binary stays where it runs)"
+        ),
         Some(Err(e)) => {
             log::error!("cannot leave the initramfs root ({e}): containers will not start")
         }

@@ -19,6 +19,12 @@ use nix::sys::stat::{Mode, SFlag};
 /// Where the tmpfs is assembled before it becomes `/`.
 const NEW_ROOT: &str = "/.berth-root";
 
+/// The binary the kernel started as PID 1 (`berth build` puts berth-init there). It is
+/// not copied: PID 1 runs from it, which keeps its pages in memory after the initramfs
+/// is emptied, and nothing starts it again; a copy would hold a second
+/// binary's worth of memory for good.
+const RUNNING_INIT: &str = "/init";
+
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -53,8 +59,8 @@ pub fn root_is_initramfs() -> bool {
     }
 }
 
-/// Copies `/` into a tmpfs, frees the original files and makes the tmpfs the root.
-/// Returns the number of entries copied.
+/// Copies `/` into a tmpfs (all but [`RUNNING_INIT`]), frees the original files and makes
+/// the tmpfs the root. Returns the number of entries copied.
 pub fn switch_to_tmpfs_root() -> Result<usize, SwitchError> {
     fs::create_dir(NEW_ROOT).map_err(|source| SwitchError::Copy {
         path: NEW_ROOT.into(),
@@ -107,7 +113,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<usize, SwitchError> {
     for entry in fs::read_dir(from).map_err(err(from))? {
         let entry = entry.map_err(err(from))?;
         let src = entry.path();
-        if src == Path::new(NEW_ROOT) {
+        if src == Path::new(NEW_ROOT) || src == Path::new(RUNNING_INIT) {
             continue;
         }
         let dst = to.join(entry.file_name());

@@ -75,6 +75,14 @@ command = ["true"]
 user = "no-such-user"
 restart = "on-failure:1"
 
+# The host's root, as PID 1 left the initramfs: PID 1's helper is there, and PID 1's
+# own binary is not copied (it would hold a second copy in memory).
+[[container]]
+name = "hostroot"
+image = "busybox:latest"
+volumes = ["/:/host:ro"]
+command = ["sh", "-c", "test -x /host/usr/lib/berth/berth-helper && echo helper present; test -e /host/init || echo root without init"]
+
 [[container]]
 name = "oom"
 image = "busybox:latest"
@@ -122,6 +130,8 @@ fn containers_start_in_order_restart_log_and_stop() {
         "web | Seccomp:",
         "db | db up",
         "container baduser: exit 127; not restarting",
+        "hostroot | helper present",
+        "hostroot | root without init",
     ];
     let console = vm
         .wait_for_all(&markers, STEP)
