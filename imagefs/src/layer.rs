@@ -181,63 +181,104 @@ const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the threads.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
+/// A filled buffer handed from the producer to the applier: `buf[..len]`
+/// holds stream bytes. Buffers go back to the producer when used up (see
+/// [`Chunks`]), so the stream is read into the same few allocations over
+/// and over instead of a fresh zeroed one per chunk.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
 /// The reading half of the pipeline: decompress, count against the
 /// budget and hash, then hand chunks to the applying thread. Hashing and
 /// decompression thus overlap the filesystem work (which is where
 /// unpacking spends its time) instead of adding to it.
+///
+/// Empty buffers come back on `recycled`; a new one is allocated only when
+/// none is waiting there, so no more exist than the chunks in flight and the
+/// one each thread holds.
 fn produce(
     src: impl Read,
     limit: u64,
     tripped: &AtomicBool,
-    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    tx: mpsc::SyncSender<io::Result<Chunk>>,
+    recycled: mpsc::Receiver<Vec<u8>>,
 ) -> Result<Hasher, LayerError> {
     let (_, mut plain) = decompress(src)?;
     let mut hasher = Hasher::new();
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = match plain.read(&mut buf) {
-            Ok(0) => return Ok(hasher),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.send(Err(e));
+        let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        // Fill the chunk (fewer, fuller hand-overs), hashing each read while it is
+        // still in the CPU's cache.
+        let mut len = 0;
+        let mut eof = false;
+        while let Some(space) = buf.get_mut(len..).filter(|s| !s.is_empty()) {
+            let n = match plain.read(space) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => n.min(space.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(hasher);
+                }
+            };
+            hasher.update(space.get(..n).unwrap_or_default());
+            len += n;
+            if hasher.len() > limit {
+                tripped.store(true, Ordering::Relaxed);
+                let _ = tx.send(Err(io::Error::other("decompressed size budget exceeded")));
                 return Ok(hasher);
             }
-        };
-        buf.truncate(n);
-        hasher.update(&buf);
-        if hasher.len() > limit {
-            tripped.store(true, Ordering::Relaxed);
-            let _ = tx.send(Err(io::Error::other("decompressed size budget exceeded")));
-            return Ok(hasher);
         }
-        if tx.send(Ok(buf)).is_err() {
+        if len > 0 && tx.send(Ok(Chunk { buf, len })).is_err() {
             return Ok(hasher); // the applier stopped
+        }
+        if eof {
+            return Ok(hasher);
         }
     }
 }
 
 /// The applying half: a `Read` over the chunks.
 struct Chunks {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
+    rx: mpsc::Receiver<io::Result<Chunk>>,
+    /// Used-up buffers go back to the producer here.
+    recycle: mpsc::SyncSender<Vec<u8>>,
+    cur: Chunk,
     pos: usize,
+}
+
+impl Chunks {
+    /// The unread bytes of the current chunk, receiving the next one when it is
+    /// used up; empty at the end of the stream.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.cur.len {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.cur, next);
+                    self.pos = 0;
+                    // If the producer is gone or has enough, the buffer is just freed.
+                    let _ = self.recycle.try_send(used.buf);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(&[]),
+            }
+        }
+        Ok(self.cur.buf.get(self.pos..self.cur.len).unwrap_or_default())
+    }
 }
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(v)) => {
-                    self.cur = v;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(mpsc::RecvError) => return Ok(0),
-            }
+        let avail = self.fill()?;
+        let n = buf.len().min(avail.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), avail.get(..n)) {
+            dst.copy_from_slice(src);
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -256,11 +297,16 @@ pub fn apply_layer(
 ) -> Result<LayerStats, LayerError> {
     let tripped = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let (recycle, recycled) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
-        let producer = scope.spawn(|| produce(src, limits.max_bytes, &tripped, tx));
+        let producer = scope.spawn(|| produce(src, limits.max_bytes, &tripped, tx, recycled));
         let chunks = Chunks {
             rx,
-            cur: Vec::new(),
+            recycle,
+            cur: Chunk {
+                buf: Vec::new(),
+                len: 0,
+            },
             pos: 0,
         };
         let applied = apply_stream(chunks, root, limits, &tripped, progress);
