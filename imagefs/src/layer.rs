@@ -20,6 +20,7 @@
 //! store mounts images `nodev`, so a device node in an image never opens a
 //! host device. tar has no socket type, so there is nothing to do for them.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -347,7 +348,7 @@ fn apply_stream(
         dir_times: Vec::new(),
         privileged: sys::geteuid_is_root(),
         buf: vec![0u8; 256 << 10],
-        parent_cache: None,
+        dirs: DirCache::default(),
     };
     let budget = || LayerError::Budget {
         what: "decompressed bytes",
@@ -389,22 +390,29 @@ fn apply_stream(
     Ok((a.entries, a.skipped_nodes))
 }
 
-/// A cleaned tar path: components with no `""`, `.` or `..`.
+/// A cleaned tar path: `/`-separated components, none of them `""`, `.` or
+/// `..`; empty for the layer root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanPath(Vec<Vec<u8>>);
+pub struct CleanPath(Vec<u8>);
 
 impl CleanPath {
     /// Clean lexically the way containerd does (`filepath.Join("/", p)`):
     /// leading `/` dropped, `.` dropped, `..` pops and stops at the root.
     pub fn new(raw: &[u8]) -> CleanPath {
-        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut out = Vec::with_capacity(raw.len());
         for c in raw.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => {}
                 b".." => {
-                    out.pop();
+                    let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    out.truncate(cut);
                 }
-                c => out.push(c.to_vec()),
+                c => {
+                    if !out.is_empty() {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(c);
+                }
             }
         }
         CleanPath(out)
@@ -412,22 +420,41 @@ impl CleanPath {
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
-    fn split_last(&self) -> Option<(&[u8], CleanPath)> {
-        let (last, parent) = self.0.split_last()?;
-        Some((last, CleanPath(parent.to_vec())))
+    /// The parent directory's path and the last component, `None` for the root.
+    fn split_last(&self) -> Option<(&[u8], &[u8])> {
+        split_last(&self.0)
     }
     /// The path relative to the root, `.` for the root itself.
     pub fn to_cstring(&self) -> CString {
-        if self.0.is_empty() {
-            return c".".to_owned();
-        }
-        // Components come from splitting on '/', and a NUL cannot appear in
-        // a tar name we parsed (CString::new below would refuse it).
-        CString::new(self.0.join(&b'/')).unwrap_or_else(|_| c".".to_owned())
+        rel_cstring(&self.0)
     }
     pub fn display(&self) -> String {
-        String::from_utf8_lossy(&self.0.join(&b'/')).into_owned()
+        String::from_utf8_lossy(&self.0).into_owned()
     }
+}
+
+/// Split a cleaned path (see [`CleanPath`]) into its parent and last component.
+fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    if path.is_empty() {
+        return None;
+    }
+    Some(match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            path.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&[], path),
+    })
+}
+
+/// A cleaned path (see [`CleanPath`]) for `*at()` calls: `.` for the root.
+fn rel_cstring(path: &[u8]) -> CString {
+    if path.is_empty() {
+        return c".".to_owned();
+    }
+    // A NUL cannot appear in a tar name we parsed (CString::new would refuse
+    // it, and `cstr` refuses the entry before its path is used).
+    CString::new(path).unwrap_or_else(|_| c".".to_owned())
 }
 
 fn cstr(bytes: &[u8], path: &str) -> Result<CString, LayerError> {
@@ -468,6 +495,43 @@ pub fn remove_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     }
 }
 
+/// Most directory fds [`DirCache`] keeps open; when full it starts over.
+const DIR_CACHE_MAX: usize = 64;
+
+/// Directory fds of the layer by cleaned path, so that an entry whose parent
+/// was seen before is created without resolving the parent again (an
+/// `openat2` and a `close` per entry otherwise).
+///
+/// Why a cached fd is the directory its path names now: each fd is what
+/// resolving the path inside the root gave ([`Applier::ensure_dir`]), or the
+/// directory an entry just made at that path, opened without following
+/// symlinks. A path resolves differently later only if something it went
+/// through (a directory, or a symlink on the way) is removed or replaced;
+/// creating a new name cannot change a lookup that succeeded, since every
+/// name it looked up existed. The applier removes things only in
+/// [`replacing`] and for whiteouts, and both empty the cache first. Renames
+/// never happen. And even a stale fd could not lead outside the layer: it is
+/// a directory of the layer, and the kernel refuses to create entries in a
+/// deleted one, so such an entry would fail loudly.
+#[derive(Default)]
+struct DirCache(HashMap<Vec<u8>, OwnedFd>);
+
+impl DirCache {
+    /// Take the fd of `path` out of the cache (with its key, for [`DirCache::put`]).
+    fn take(&mut self, path: &[u8]) -> Option<(Vec<u8>, OwnedFd)> {
+        self.0.remove_entry(path)
+    }
+    fn put(&mut self, path: Vec<u8>, fd: OwnedFd) {
+        if self.0.len() >= DIR_CACHE_MAX {
+            self.0.clear();
+        }
+        self.0.insert(path, fd);
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 struct Applier<'a> {
     root: BorrowedFd<'a>,
     limits: Limits,
@@ -477,8 +541,9 @@ struct Applier<'a> {
     dir_times: Vec<(CleanPath, i64, i64)>,
     privileged: bool,
     buf: Vec<u8>,
-    /// The parent directory of the previous entry, by path, and its fd.
-    parent_cache: Option<(CleanPath, OwnedFd)>,
+    /// Directories already opened, so that most entries are created without
+    /// resolving their parent again.
+    dirs: DirCache,
 }
 
 /// Metadata gathered from the header and PAX records.
@@ -495,8 +560,10 @@ struct Meta {
 /// `make` once more. Creating first and replacing only on `EEXIST` spares the common
 /// case, where nothing is there, a `stat` per entry. `O_EXCL`, `mkdirat`, `symlinkat`,
 /// `linkat` and `mknodat` never follow a symlink at `name`, so what is replaced is the
-/// entry itself.
+/// entry itself. Removing may change where cached directory paths lead, so it empties
+/// `dirs`.
 fn replacing<T>(
+    dirs: &mut DirCache,
     dir: BorrowedFd<'_>,
     name: &CStr,
     shown: &str,
@@ -504,6 +571,7 @@ fn replacing<T>(
 ) -> Result<io::Result<T>, LayerError> {
     match make() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            dirs.clear();
             remove_entry(dir, name).map_err(|source| LayerError::Remove {
                 path: shown.into(),
                 source,
@@ -537,12 +605,16 @@ impl Applier<'_> {
         if matches!(kind, tar::EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let raw_path = entry.path_bytes().into_owned();
-        let path = CleanPath::new(&raw_path);
-        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let (path, shown) = {
+            let raw = entry.path_bytes();
+            (
+                CleanPath::new(&raw),
+                String::from_utf8_lossy(&raw).into_owned(),
+            )
+        };
         let meta = self.meta(entry, &shown)?;
 
-        let Some((name, parent)) = path.split_last() else {
+        let Some((parent, name)) = path.split_last() else {
             // The layer root itself: only a directory may describe it.
             if kind.is_dir() {
                 let fd = self
@@ -561,26 +633,22 @@ impl Applier<'_> {
                 reason: "a non-directory entry names the layer root".into(),
             });
         };
-        let name = name.to_vec();
-
         if let Some(target) = name.strip_prefix(b".wh.") {
-            self.parent_cache = None;
-            return self.whiteout(&parent, target, &meta, &shown);
+            // A whiteout removes: no cached directory fd can be trusted after it.
+            self.dirs.clear();
+            return self.whiteout(parent, target, &meta, &shown);
         }
 
-        // Consecutive entries of one directory (the usual order in a tar) reuse its fd.
-        // Safe because an entry only ever changes `parent/name` (or empties `parent`),
-        // never `parent` itself or an ancestor; whiteouts, which can remove an ancestor
-        // through another parent, clear the cache above. Even a stale fd could not lose
-        // data or escape: the kernel refuses to create entries in a deleted directory
-        // (ENOENT), so the entry would fail loudly.
-        let parent_fd = match self.parent_cache.take() {
-            Some((cached, fd)) if cached == parent => fd,
-            _ => self.ensure_dir(&parent, &shown)?,
+        let cname = cstr(name, &shown)?;
+        // Taken out of the cache while the entry is made, and put back after.
+        let (key, parent_fd) = match self.dirs.take(parent) {
+            Some(hit) => hit,
+            None => (parent.to_vec(), self.ensure_dir(parent, &shown)?),
         };
-        let cname = cstr(&name, &shown)?;
         let created = self.create(entry, parent_fd.as_fd(), &cname, &meta, &shown, &path);
-        self.parent_cache = Some((parent, parent_fd));
+        // Still valid even if the entry replaced something: it changed only
+        // `parent/name`, which is not on the way to `parent`.
+        self.dirs.put(key, parent_fd);
         created
     }
 
@@ -596,7 +664,6 @@ impl Applier<'_> {
         path: &CleanPath,
     ) -> Result<(), LayerError> {
         let kind = entry.header().entry_type();
-        let shown = shown.to_owned();
 
         // An entry replaces whatever an earlier one left at its name, unless both old
         // and new are directories. Each kind tries to create first and replaces only on
@@ -604,20 +671,22 @@ impl Applier<'_> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.regular(entry, pfd, cname, meta, &shown)
+                self.regular(entry, pfd, cname, meta, shown)
             }
             T::Directory => {
                 let made = match sys::mkdirat(pfd, cname, 0o700) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         match sys::fstatat(pfd, cname, true) {
                             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
-                            _ => replacing(pfd, cname, &shown, || sys::mkdirat(pfd, cname, 0o700))?,
+                            _ => replacing(&mut self.dirs, pfd, cname, shown, || {
+                                sys::mkdirat(pfd, cname, 0o700)
+                            })?,
                         }
                     }
                     other => other,
                 };
                 made.map_err(|source| LayerError::Create {
-                    path: shown.clone(),
+                    path: shown.into(),
                     source,
                 })?;
                 let fd = sys::openat(
@@ -627,32 +696,35 @@ impl Applier<'_> {
                     0,
                 )
                 .map_err(|source| LayerError::Create {
-                    path: shown.clone(),
+                    path: shown.into(),
                     source,
                 })?;
-                self.set_meta_fd(fd.as_fd(), meta, &shown)?;
+                self.set_meta_fd(fd.as_fd(), meta, shown)?;
                 self.dir_times
                     .push((path.clone(), meta.mtime.0, meta.mtime.1));
+                // Its entries usually follow: they need not resolve it again.
+                self.dirs.put(path.0.clone(), fd);
                 Ok(())
             }
             T::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::BadEntry {
-                        path: shown.clone(),
+                        path: shown.into(),
                         reason: "symlink without a target".into(),
                     })?;
-                let target = cstr(&target, &shown)?;
-                replacing(pfd, cname, &shown, || sys::symlinkat(&target, pfd, cname))?.map_err(
-                    |source| LayerError::Create {
-                        path: shown.clone(),
-                        source,
-                    },
-                )?;
+                let target = cstr(&target, shown)?;
+                replacing(&mut self.dirs, pfd, cname, shown, || {
+                    sys::symlinkat(&target, pfd, cname)
+                })?
+                .map_err(|source| LayerError::Create {
+                    path: shown.into(),
+                    source,
+                })?;
                 if self.privileged {
                     sys::lchownat(pfd, cname, meta.uid, meta.gid).map_err(|source| {
                         LayerError::Owner {
-                            path: shown.clone(),
+                            path: shown.into(),
                             source,
                         }
                     })?;
@@ -665,7 +737,7 @@ impl Applier<'_> {
                         }
                         Err(source) => {
                             return Err(LayerError::Xattr {
-                                path: shown,
+                                path: shown.into(),
                                 name: k.to_string_lossy().into(),
                                 source,
                             })
@@ -674,7 +746,7 @@ impl Applier<'_> {
                 }
                 sys::lutimensat(pfd, cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
                     LayerError::Mtime {
-                        path: shown,
+                        path: shown.into(),
                         source,
                     }
                 })
@@ -683,14 +755,14 @@ impl Applier<'_> {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::BadEntry {
-                        path: shown.clone(),
+                        path: shown.into(),
                         reason: "hardlink without a target".into(),
                     })?;
-                self.hardlink(&target, pfd, cname, &shown)
+                self.hardlink(&target, pfd, cname, shown)
             }
-            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, cname, meta, &shown),
+            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, cname, meta, shown),
             other => Err(LayerError::BadEntry {
-                path: shown,
+                path: shown.into(),
                 reason: format!("unsupported tar entry type {:?}", other.as_byte() as char),
             }),
         }
@@ -813,7 +885,7 @@ impl Applier<'_> {
                 limit: self.limits.max_bytes,
             });
         }
-        let fd = replacing(pfd, name, shown, || {
+        let fd = replacing(&mut self.dirs, pfd, name, shown, || {
             sys::openat(
                 pfd,
                 name,
@@ -867,19 +939,19 @@ impl Applier<'_> {
             target: tshown.clone(),
             source,
         };
-        let Some((tname, tparent)) = tpath.split_last() else {
+        let Some((tparent, tname)) = tpath.split_last() else {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         };
         // The target's directory is resolved inside the layer like any
         // other path, and linkat(2) without AT_SYMLINK_FOLLOW never follows
         // the final component: the link can only name a file of this layer.
-        let tdir = open_dir_in_root(self.root, &tparent.to_cstring()).map_err(link_err)?;
+        let tdir = open_dir_in_root(self.root, &rel_cstring(tparent)).map_err(link_err)?;
         let tname = cstr(tname, shown)?;
         let st = sys::fstatat(tdir.as_fd(), &tname, true).map_err(link_err)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         }
-        replacing(pfd, name, shown, || {
+        replacing(&mut self.dirs, pfd, name, shown, || {
             sys::linkat(tdir.as_fd(), &tname, pfd, name)
         })?
         .map_err(link_err)
@@ -905,7 +977,7 @@ impl Applier<'_> {
             _ => libc::S_IFIFO,
         };
         let dev = libc::makedev(major, minor);
-        match replacing(pfd, name, shown, || {
+        match replacing(&mut self.dirs, pfd, name, shown, || {
             sys::mknodat(pfd, name, fmt | 0o600, dev)
         })? {
             Ok(()) => {}
@@ -947,7 +1019,7 @@ impl Applier<'_> {
 
     fn whiteout(
         &mut self,
-        parent: &CleanPath,
+        parent: &[u8],
         target: &[u8],
         meta: &Meta,
         shown: &str,
@@ -1002,20 +1074,20 @@ impl Applier<'_> {
 
     /// Open directory `rel` in the layer, creating missing components
     /// (mode 0755, as Docker does for implied parents).
-    fn ensure_dir(&self, rel: &CleanPath, shown: &str) -> Result<OwnedFd, LayerError> {
+    fn ensure_dir(&self, rel: &[u8], shown: &str) -> Result<OwnedFd, LayerError> {
         let err = |source| LayerError::Parent {
             path: shown.into(),
             source,
         };
-        match open_dir_in_root(self.root, &rel.to_cstring()) {
+        match open_dir_in_root(self.root, &rel_cstring(rel)) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(err(e)),
         }
-        let Some((last, parent)) = rel.split_last() else {
+        let Some((parent, last)) = split_last(rel) else {
             return Err(err(io::Error::from_raw_os_error(libc::ENOENT)));
         };
-        let pfd = self.ensure_dir(&parent, shown)?;
+        let pfd = self.ensure_dir(parent, shown)?;
         let clast = cstr(last, shown)?;
         match sys::mkdirat(pfd.as_fd(), &clast, 0o755) {
             Ok(()) => {}
