@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -251,6 +251,8 @@ struct Chunks {
     recycle: mpsc::SyncSender<Vec<u8>>,
     cur: Chunk,
     pos: usize,
+    /// Stream offset of `cur`'s first byte.
+    base: u64,
 }
 
 impl Chunks {
@@ -261,6 +263,7 @@ impl Chunks {
             match self.rx.recv() {
                 Ok(Ok(next)) => {
                     let used = std::mem::replace(&mut self.cur, next);
+                    self.base += used.len as u64;
                     self.pos = 0;
                     // If the producer is gone or has enough, the buffer is just freed.
                     let _ = self.recycle.try_send(used.buf);
@@ -270,6 +273,37 @@ impl Chunks {
             }
         }
         Ok(self.cur.buf.get(self.pos..self.cur.len).unwrap_or_default())
+    }
+}
+
+/// Forward skips only, which is all the tar reader asks for (with
+/// `entries_with_seek` it skips the padding after each entry's data with
+/// `SeekFrom::Current`): moving through the chunks instead of reading the
+/// skipped bytes into a freshly zeroed 32 KiB buffer each time.
+impl Seek for Chunks {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let SeekFrom::Current(delta) = to else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the layer stream only skips forward",
+            ));
+        };
+        let mut left = u64::try_from(delta).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the layer stream only skips forward",
+            )
+        })?;
+        while left > 0 {
+            let avail = self.fill()?.len();
+            if avail == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = usize::try_from(left).map_or(avail, |l| l.min(avail));
+            self.pos += n;
+            left -= n as u64;
+        }
+        Ok(self.base + self.pos as u64)
     }
 }
 
@@ -309,6 +343,7 @@ pub fn apply_layer(
                 len: 0,
             },
             pos: 0,
+            base: 0,
         };
         let applied = apply_stream(chunks, root, limits, &tripped, progress);
         // If the applier stopped early, dropping its receiver (inside
@@ -363,7 +398,7 @@ fn apply_stream(
     };
     let mut last_progress = 0u64;
     {
-        let entries = archive.entries().map_err(budget_err)?;
+        let entries = archive.entries_with_seek().map_err(budget_err)?;
         for entry in entries {
             let mut entry = entry.map_err(budget_err)?;
             a.entry(&mut entry).map_err(|e| match e {
@@ -386,7 +421,9 @@ fn apply_stream(
     // blocks and any padding after them that the tar reader did not need:
     // read to the end so the producer hashes all of it.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(budget_err)?;
+    while !rest.fill().map_err(budget_err)?.is_empty() {
+        rest.pos = rest.cur.len;
+    }
     Ok((a.entries, a.skipped_nodes))
 }
 
@@ -778,18 +815,17 @@ impl Applier<'_> {
             path: shown.into(),
             reason,
         };
-        // An empty numeric field reads as 0, as Go's archive/tar (Docker,
-        // containerd) reads it; anything else unparsable is an error.
+        // Read from the raw fields (see `header_num`): the tar crate's own
+        // getters build a formatted error for every empty field.
         let old = h.as_old();
-        let field = |raw: &[u8], v: io::Result<u64>, what: &str| match v {
-            Ok(v) => Ok(v),
-            Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
-            Err(e) => Err(bad(format!("bad {what}: {e}"))),
+        let field = |raw: &[u8], what: &str| {
+            header_num(raw).ok_or_else(|| bad(format!("bad {what}: {:?}", raw.escape_ascii())))
         };
-        let mode = field(&old.mode, h.mode().map(u64::from), "mode")? as u32 & 0o7777;
-        let mut uid = field(&old.uid, h.uid(), "uid")?;
-        let mut gid = field(&old.gid, h.gid(), "gid")?;
-        let mut mtime = (h.mtime().unwrap_or(0) as i64, 0i64);
+        let mode = (field(&old.mode, "mode")? & 0o7777) as u32;
+        let mut uid = field(&old.uid, "uid")?;
+        let mut gid = field(&old.gid, "gid")?;
+        let mtime = header_num(&old.mtime).and_then(|t| i64::try_from(t).ok());
+        let mut mtime = (mtime.unwrap_or(0), 0i64);
         let mut xattrs = Vec::new();
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax {
@@ -1120,6 +1156,28 @@ impl Applier<'_> {
     }
 }
 
+/// A numeric header field as Go's archive/tar (Docker, containerd) reads it:
+/// octal digits with spaces and NULs around them, empty meaning 0; or GNU
+/// base-256 (top bit of the first byte set). `None` for anything else,
+/// negative and overflowing numbers included.
+fn header_num(raw: &[u8]) -> Option<u64> {
+    if let Some((&first, rest)) = raw.split_first().filter(|(&b, _)| b & 0x80 != 0) {
+        if first & 0x40 != 0 {
+            return None; // negative
+        }
+        return rest.iter().try_fold(u64::from(first & 0x3f), |v, &b| {
+            v.checked_mul(256)?.checked_add(u64::from(b))
+        });
+    }
+    let pad = |b: &u8| *b == b' ' || *b == 0;
+    let start = raw.iter().position(|b| !pad(b)).unwrap_or(raw.len());
+    let end = raw.iter().rposition(|b| !pad(b)).map_or(start, |i| i + 1);
+    raw.get(start..end)?.iter().try_fold(0u64, |v, &b| {
+        let digit = (b as char).to_digit(8)?;
+        v.checked_mul(8)?.checked_add(u64::from(digit))
+    })
+}
+
 fn parse_num(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
@@ -1151,6 +1209,23 @@ mod tests {
         assert_eq!(c("a/../../b/./c//d"), "b/c/d");
         assert!(CleanPath::new(b"./").is_root());
         assert!(CleanPath::new(b"..").is_root());
+    }
+
+    #[test]
+    fn header_numbers() {
+        assert_eq!(header_num(b"0000644\0"), Some(0o644));
+        assert_eq!(header_num(b"  755 \0"), Some(0o755));
+        assert_eq!(header_num(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(header_num(b"        "), Some(0));
+        assert_eq!(header_num(b"64x\0"), None);
+        assert_eq!(header_num(b"6 4\0"), None);
+        assert_eq!(header_num(b"9\0"), None);
+        assert_eq!(header_num(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]), Some(256));
+        assert_eq!(header_num(&[0xff; 8]), None);
+        assert_eq!(
+            header_num(&[0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
     }
 
     #[test]
