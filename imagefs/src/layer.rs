@@ -2,12 +2,14 @@
 //!
 //! The stream may be gzip, zstd or plain; the format is found from its
 //! first bytes. A second thread decompresses, hashes (the `diff_id`) and
-//! counts bytes against the budget while this one creates files, so
-//! neither decompression nor sha256 adds to the unpack time. Every entry is created relative to the layer's directory
-//! fd: the parent is resolved with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)`, so `..`, absolute paths and symlinks (however
-//! they point) resolve inside the layer, and the final component is made
-//! with an `*at()` call that never follows a symlink. Paths are also
+//! counts bytes against the budget while this one creates files, so given a
+//! second core neither decompression nor sha256 adds to the unpack time.
+//! Every entry is created relative to the layer's directory fd: the parent
+//! is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
+//! `..`, absolute paths and symlinks (however they point) resolve inside
+//! the layer, and the final component is made with an `*at()` call that
+//! never follows a symlink. Resolved directories stay open for the entries
+//! that follow until anything is removed (see `DirCache`). Paths are also
 //! cleaned lexically first (as containerd does), but safety does not rest
 //! on that.
 //!
