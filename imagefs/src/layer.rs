@@ -2,12 +2,14 @@
 //!
 //! The stream may be gzip, zstd or plain; the format is found from its
 //! first bytes. A second thread decompresses, hashes (the `diff_id`) and
-//! counts bytes against the budget while this one creates files, so
-//! neither decompression nor sha256 adds to the unpack time. Every entry is created relative to the layer's directory
-//! fd: the parent is resolved with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)`, so `..`, absolute paths and symlinks (however
-//! they point) resolve inside the layer, and the final component is made
-//! with an `*at()` call that never follows a symlink. Paths are also
+//! counts bytes against the budget while this one creates files, so given a
+//! second core neither decompression nor sha256 adds to the unpack time.
+//! Every entry is created relative to the layer's directory fd: the parent
+//! is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
+//! `..`, absolute paths and symlinks (however they point) resolve inside
+//! the layer, and the final component is made with an `*at()` call that
+//! never follows a symlink. Resolved directories stay open for the entries
+//! that follow until anything is removed (see `DirCache`). Paths are also
 //! cleaned lexically first (as containerd does), but safety does not rest
 //! on that.
 //!
@@ -20,9 +22,10 @@
 //! store mounts images `nodev`, so a device node in an image never opens a
 //! host device. tar has no socket type, so there is nothing to do for them.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -181,63 +184,138 @@ const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the threads.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
+/// A filled buffer handed from the producer to the applier: `buf[..len]`
+/// holds stream bytes. Buffers go back to the producer when used up (see
+/// [`Chunks`]), so the stream is read into the same few allocations over
+/// and over instead of a fresh zeroed one per chunk.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
 /// The reading half of the pipeline: decompress, count against the
 /// budget and hash, then hand chunks to the applying thread. Hashing and
 /// decompression thus overlap the filesystem work (which is where
 /// unpacking spends its time) instead of adding to it.
+///
+/// Empty buffers come back on `recycled`; a new one is allocated only when
+/// none is waiting there, so no more exist than the chunks in flight and the
+/// one each thread holds.
 fn produce(
     src: impl Read,
     limit: u64,
     tripped: &AtomicBool,
-    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    tx: mpsc::SyncSender<io::Result<Chunk>>,
+    recycled: mpsc::Receiver<Vec<u8>>,
 ) -> Result<Hasher, LayerError> {
     let (_, mut plain) = decompress(src)?;
     let mut hasher = Hasher::new();
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = match plain.read(&mut buf) {
-            Ok(0) => return Ok(hasher),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.send(Err(e));
+        let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        // Fill the chunk (fewer, fuller hand-overs), hashing each read while it is
+        // still in the CPU's cache.
+        let mut len = 0;
+        let mut eof = false;
+        while let Some(space) = buf.get_mut(len..).filter(|s| !s.is_empty()) {
+            let n = match plain.read(space) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => n.min(space.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return Ok(hasher);
+                }
+            };
+            hasher.update(space.get(..n).unwrap_or_default());
+            len += n;
+            if hasher.len() > limit {
+                tripped.store(true, Ordering::Relaxed);
+                let _ = tx.send(Err(io::Error::other("decompressed size budget exceeded")));
                 return Ok(hasher);
             }
-        };
-        buf.truncate(n);
-        hasher.update(&buf);
-        if hasher.len() > limit {
-            tripped.store(true, Ordering::Relaxed);
-            let _ = tx.send(Err(io::Error::other("decompressed size budget exceeded")));
-            return Ok(hasher);
         }
-        if tx.send(Ok(buf)).is_err() {
+        if len > 0 && tx.send(Ok(Chunk { buf, len })).is_err() {
             return Ok(hasher); // the applier stopped
+        }
+        if eof {
+            return Ok(hasher);
         }
     }
 }
 
 /// The applying half: a `Read` over the chunks.
 struct Chunks {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
+    rx: mpsc::Receiver<io::Result<Chunk>>,
+    /// Used-up buffers go back to the producer here.
+    recycle: mpsc::SyncSender<Vec<u8>>,
+    cur: Chunk,
     pos: usize,
+    /// Stream offset of `cur`'s first byte.
+    base: u64,
+}
+
+impl Chunks {
+    /// The unread bytes of the current chunk, receiving the next one when it is
+    /// used up; empty at the end of the stream.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.cur.len {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.cur, next);
+                    self.base += used.len as u64;
+                    self.pos = 0;
+                    // If the producer is gone or has enough, the buffer is just freed.
+                    let _ = self.recycle.try_send(used.buf);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(&[]),
+            }
+        }
+        Ok(self.cur.buf.get(self.pos..self.cur.len).unwrap_or_default())
+    }
+}
+
+/// Forward skips only, which is all the tar reader asks for (with
+/// `entries_with_seek` it skips the padding after each entry's data with
+/// `SeekFrom::Current`): moving through the chunks instead of reading the
+/// skipped bytes into a freshly zeroed 32 KiB buffer each time.
+impl Seek for Chunks {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let SeekFrom::Current(delta) = to else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the layer stream only skips forward",
+            ));
+        };
+        let mut left = u64::try_from(delta).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the layer stream only skips forward",
+            )
+        })?;
+        while left > 0 {
+            let avail = self.fill()?.len();
+            if avail == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = usize::try_from(left).map_or(avail, |l| l.min(avail));
+            self.pos += n;
+            left -= n as u64;
+        }
+        Ok(self.base + self.pos as u64)
+    }
 }
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(v)) => {
-                    self.cur = v;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(mpsc::RecvError) => return Ok(0),
-            }
+        let avail = self.fill()?;
+        let n = buf.len().min(avail.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), avail.get(..n)) {
+            dst.copy_from_slice(src);
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -256,12 +334,18 @@ pub fn apply_layer(
 ) -> Result<LayerStats, LayerError> {
     let tripped = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let (recycle, recycled) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     std::thread::scope(|scope| {
-        let producer = scope.spawn(|| produce(src, limits.max_bytes, &tripped, tx));
+        let producer = scope.spawn(|| produce(src, limits.max_bytes, &tripped, tx, recycled));
         let chunks = Chunks {
             rx,
-            cur: Vec::new(),
+            recycle,
+            cur: Chunk {
+                buf: Vec::new(),
+                len: 0,
+            },
             pos: 0,
+            base: 0,
         };
         let applied = apply_stream(chunks, root, limits, &tripped, progress);
         // If the applier stopped early, dropping its receiver (inside
@@ -301,7 +385,7 @@ fn apply_stream(
         dir_times: Vec::new(),
         privileged: sys::geteuid_is_root(),
         buf: vec![0u8; 256 << 10],
-        parent_cache: None,
+        dirs: DirCache::default(),
     };
     let budget = || LayerError::Budget {
         what: "decompressed bytes",
@@ -316,7 +400,7 @@ fn apply_stream(
     };
     let mut last_progress = 0u64;
     {
-        let entries = archive.entries().map_err(budget_err)?;
+        let entries = archive.entries_with_seek().map_err(budget_err)?;
         for entry in entries {
             let mut entry = entry.map_err(budget_err)?;
             a.entry(&mut entry).map_err(|e| match e {
@@ -339,26 +423,35 @@ fn apply_stream(
     // blocks and any padding after them that the tar reader did not need:
     // read to the end so the producer hashes all of it.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(budget_err)?;
+    while !rest.fill().map_err(budget_err)?.is_empty() {
+        rest.pos = rest.cur.len;
+    }
     Ok((a.entries, a.skipped_nodes))
 }
 
-/// A cleaned tar path: components with no `""`, `.` or `..`.
+/// A cleaned tar path: `/`-separated components, none of them `""`, `.` or
+/// `..`; empty for the layer root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanPath(Vec<Vec<u8>>);
+pub struct CleanPath(Vec<u8>);
 
 impl CleanPath {
     /// Clean lexically the way containerd does (`filepath.Join("/", p)`):
     /// leading `/` dropped, `.` dropped, `..` pops and stops at the root.
     pub fn new(raw: &[u8]) -> CleanPath {
-        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut out = Vec::with_capacity(raw.len());
         for c in raw.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => {}
                 b".." => {
-                    out.pop();
+                    let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    out.truncate(cut);
                 }
-                c => out.push(c.to_vec()),
+                c => {
+                    if !out.is_empty() {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(c);
+                }
             }
         }
         CleanPath(out)
@@ -366,22 +459,41 @@ impl CleanPath {
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
-    fn split_last(&self) -> Option<(&[u8], CleanPath)> {
-        let (last, parent) = self.0.split_last()?;
-        Some((last, CleanPath(parent.to_vec())))
+    /// The parent directory's path and the last component, `None` for the root.
+    fn split_last(&self) -> Option<(&[u8], &[u8])> {
+        split_last(&self.0)
     }
     /// The path relative to the root, `.` for the root itself.
     pub fn to_cstring(&self) -> CString {
-        if self.0.is_empty() {
-            return c".".to_owned();
-        }
-        // Components come from splitting on '/', and a NUL cannot appear in
-        // a tar name we parsed (CString::new below would refuse it).
-        CString::new(self.0.join(&b'/')).unwrap_or_else(|_| c".".to_owned())
+        rel_cstring(&self.0)
     }
     pub fn display(&self) -> String {
-        String::from_utf8_lossy(&self.0.join(&b'/')).into_owned()
+        String::from_utf8_lossy(&self.0).into_owned()
     }
+}
+
+/// Split a cleaned path (see [`CleanPath`]) into its parent and last component.
+fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    if path.is_empty() {
+        return None;
+    }
+    Some(match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            path.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&[], path),
+    })
+}
+
+/// A cleaned path (see [`CleanPath`]) for `*at()` calls: `.` for the root.
+fn rel_cstring(path: &[u8]) -> CString {
+    if path.is_empty() {
+        return c".".to_owned();
+    }
+    // A NUL cannot appear in a tar name we parsed (CString::new would refuse
+    // it, and `cstr` refuses the entry before its path is used).
+    CString::new(path).unwrap_or_else(|_| c".".to_owned())
 }
 
 fn cstr(bytes: &[u8], path: &str) -> Result<CString, LayerError> {
@@ -422,6 +534,43 @@ pub fn remove_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     }
 }
 
+/// Most directory fds [`DirCache`] keeps open; when full it starts over.
+const DIR_CACHE_MAX: usize = 64;
+
+/// Directory fds of the layer by cleaned path, so that an entry whose parent
+/// was seen before is created without resolving the parent again (an
+/// `openat2` and a `close` per entry otherwise).
+///
+/// Why a cached fd is the directory its path names now: each fd is what
+/// resolving the path inside the root gave ([`Applier::ensure_dir`]), or the
+/// directory an entry just made at that path, opened without following
+/// symlinks. A path resolves differently later only if something it went
+/// through (a directory, or a symlink on the way) is removed or replaced;
+/// creating a new name cannot change a lookup that succeeded, since every
+/// name it looked up existed. The applier removes things only in
+/// [`replacing`] and for whiteouts, and both empty the cache first. Renames
+/// never happen. And even a stale fd could not lead outside the layer: it is
+/// a directory of the layer, and the kernel refuses to create entries in a
+/// deleted one, so such an entry would fail loudly.
+#[derive(Default)]
+struct DirCache(HashMap<Vec<u8>, OwnedFd>);
+
+impl DirCache {
+    /// Take the fd of `path` out of the cache (with its key, for [`DirCache::put`]).
+    fn take(&mut self, path: &[u8]) -> Option<(Vec<u8>, OwnedFd)> {
+        self.0.remove_entry(path)
+    }
+    fn put(&mut self, path: Vec<u8>, fd: OwnedFd) {
+        if self.0.len() >= DIR_CACHE_MAX {
+            self.0.clear();
+        }
+        self.0.insert(path, fd);
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 struct Applier<'a> {
     root: BorrowedFd<'a>,
     limits: Limits,
@@ -431,8 +580,9 @@ struct Applier<'a> {
     dir_times: Vec<(CleanPath, i64, i64)>,
     privileged: bool,
     buf: Vec<u8>,
-    /// The parent directory of the previous entry, by path, and its fd.
-    parent_cache: Option<(CleanPath, OwnedFd)>,
+    /// Directories already opened, so that most entries are created without
+    /// resolving their parent again.
+    dirs: DirCache,
 }
 
 /// Metadata gathered from the header and PAX records.
@@ -449,8 +599,10 @@ struct Meta {
 /// `make` once more. Creating first and replacing only on `EEXIST` spares the common
 /// case, where nothing is there, a `stat` per entry. `O_EXCL`, `mkdirat`, `symlinkat`,
 /// `linkat` and `mknodat` never follow a symlink at `name`, so what is replaced is the
-/// entry itself.
+/// entry itself. Removing may change where cached directory paths lead, so it empties
+/// `dirs`.
 fn replacing<T>(
+    dirs: &mut DirCache,
     dir: BorrowedFd<'_>,
     name: &CStr,
     shown: &str,
@@ -458,6 +610,7 @@ fn replacing<T>(
 ) -> Result<io::Result<T>, LayerError> {
     match make() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            dirs.clear();
             remove_entry(dir, name).map_err(|source| LayerError::Remove {
                 path: shown.into(),
                 source,
@@ -491,12 +644,16 @@ impl Applier<'_> {
         if matches!(kind, tar::EntryType::XGlobalHeader) {
             return Ok(());
         }
-        let raw_path = entry.path_bytes().into_owned();
-        let path = CleanPath::new(&raw_path);
-        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let (path, shown) = {
+            let raw = entry.path_bytes();
+            (
+                CleanPath::new(&raw),
+                String::from_utf8_lossy(&raw).into_owned(),
+            )
+        };
         let meta = self.meta(entry, &shown)?;
 
-        let Some((name, parent)) = path.split_last() else {
+        let Some((parent, name)) = path.split_last() else {
             // The layer root itself: only a directory may describe it.
             if kind.is_dir() {
                 let fd = self
@@ -515,26 +672,22 @@ impl Applier<'_> {
                 reason: "a non-directory entry names the layer root".into(),
             });
         };
-        let name = name.to_vec();
-
         if let Some(target) = name.strip_prefix(b".wh.") {
-            self.parent_cache = None;
-            return self.whiteout(&parent, target, &meta, &shown);
+            // A whiteout removes: no cached directory fd can be trusted after it.
+            self.dirs.clear();
+            return self.whiteout(parent, target, &meta, &shown);
         }
 
-        // Consecutive entries of one directory (the usual order in a tar) reuse its fd.
-        // Safe because an entry only ever changes `parent/name` (or empties `parent`),
-        // never `parent` itself or an ancestor; whiteouts, which can remove an ancestor
-        // through another parent, clear the cache above. Even a stale fd could not lose
-        // data or escape: the kernel refuses to create entries in a deleted directory
-        // (ENOENT), so the entry would fail loudly.
-        let parent_fd = match self.parent_cache.take() {
-            Some((cached, fd)) if cached == parent => fd,
-            _ => self.ensure_dir(&parent, &shown)?,
+        let cname = cstr(name, &shown)?;
+        // Taken out of the cache while the entry is made, and put back after.
+        let (key, parent_fd) = match self.dirs.take(parent) {
+            Some(hit) => hit,
+            None => (parent.to_vec(), self.ensure_dir(parent, &shown)?),
         };
-        let cname = cstr(&name, &shown)?;
         let created = self.create(entry, parent_fd.as_fd(), &cname, &meta, &shown, &path);
-        self.parent_cache = Some((parent, parent_fd));
+        // Still valid even if the entry replaced something: it changed only
+        // `parent/name`, which is not on the way to `parent`.
+        self.dirs.put(key, parent_fd);
         created
     }
 
@@ -550,7 +703,6 @@ impl Applier<'_> {
         path: &CleanPath,
     ) -> Result<(), LayerError> {
         let kind = entry.header().entry_type();
-        let shown = shown.to_owned();
 
         // An entry replaces whatever an earlier one left at its name, unless both old
         // and new are directories. Each kind tries to create first and replaces only on
@@ -558,20 +710,22 @@ impl Applier<'_> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.regular(entry, pfd, cname, meta, &shown)
+                self.regular(entry, pfd, cname, meta, shown)
             }
             T::Directory => {
                 let made = match sys::mkdirat(pfd, cname, 0o700) {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         match sys::fstatat(pfd, cname, true) {
                             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
-                            _ => replacing(pfd, cname, &shown, || sys::mkdirat(pfd, cname, 0o700))?,
+                            _ => replacing(&mut self.dirs, pfd, cname, shown, || {
+                                sys::mkdirat(pfd, cname, 0o700)
+                            })?,
                         }
                     }
                     other => other,
                 };
                 made.map_err(|source| LayerError::Create {
-                    path: shown.clone(),
+                    path: shown.into(),
                     source,
                 })?;
                 let fd = sys::openat(
@@ -581,32 +735,35 @@ impl Applier<'_> {
                     0,
                 )
                 .map_err(|source| LayerError::Create {
-                    path: shown.clone(),
+                    path: shown.into(),
                     source,
                 })?;
-                self.set_meta_fd(fd.as_fd(), meta, &shown)?;
+                self.set_meta_fd(fd.as_fd(), meta, shown)?;
                 self.dir_times
                     .push((path.clone(), meta.mtime.0, meta.mtime.1));
+                // Its entries usually follow: they need not resolve it again.
+                self.dirs.put(path.0.clone(), fd);
                 Ok(())
             }
             T::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::BadEntry {
-                        path: shown.clone(),
+                        path: shown.into(),
                         reason: "symlink without a target".into(),
                     })?;
-                let target = cstr(&target, &shown)?;
-                replacing(pfd, cname, &shown, || sys::symlinkat(&target, pfd, cname))?.map_err(
-                    |source| LayerError::Create {
-                        path: shown.clone(),
-                        source,
-                    },
-                )?;
+                let target = cstr(&target, shown)?;
+                replacing(&mut self.dirs, pfd, cname, shown, || {
+                    sys::symlinkat(&target, pfd, cname)
+                })?
+                .map_err(|source| LayerError::Create {
+                    path: shown.into(),
+                    source,
+                })?;
                 if self.privileged {
                     sys::lchownat(pfd, cname, meta.uid, meta.gid).map_err(|source| {
                         LayerError::Owner {
-                            path: shown.clone(),
+                            path: shown.into(),
                             source,
                         }
                     })?;
@@ -619,7 +776,7 @@ impl Applier<'_> {
                         }
                         Err(source) => {
                             return Err(LayerError::Xattr {
-                                path: shown,
+                                path: shown.into(),
                                 name: k.to_string_lossy().into(),
                                 source,
                             })
@@ -628,7 +785,7 @@ impl Applier<'_> {
                 }
                 sys::lutimensat(pfd, cname, meta.mtime.0, meta.mtime.1).map_err(|source| {
                     LayerError::Mtime {
-                        path: shown,
+                        path: shown.into(),
                         source,
                     }
                 })
@@ -637,14 +794,14 @@ impl Applier<'_> {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::BadEntry {
-                        path: shown.clone(),
+                        path: shown.into(),
                         reason: "hardlink without a target".into(),
                     })?;
-                self.hardlink(&target, pfd, cname, &shown)
+                self.hardlink(&target, pfd, cname, shown)
             }
-            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, cname, meta, &shown),
+            T::Char | T::Block | T::Fifo => self.node(entry, kind, pfd, cname, meta, shown),
             other => Err(LayerError::BadEntry {
-                path: shown,
+                path: shown.into(),
                 reason: format!("unsupported tar entry type {:?}", other.as_byte() as char),
             }),
         }
@@ -660,18 +817,17 @@ impl Applier<'_> {
             path: shown.into(),
             reason,
         };
-        // An empty numeric field reads as 0, as Go's archive/tar (Docker,
-        // containerd) reads it; anything else unparsable is an error.
+        // Read from the raw fields (see `header_num`): the tar crate's own
+        // getters build a formatted error for every empty field.
         let old = h.as_old();
-        let field = |raw: &[u8], v: io::Result<u64>, what: &str| match v {
-            Ok(v) => Ok(v),
-            Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
-            Err(e) => Err(bad(format!("bad {what}: {e}"))),
+        let field = |raw: &[u8], what: &str| {
+            header_num(raw).ok_or_else(|| bad(format!("bad {what}: {:?}", raw.escape_ascii())))
         };
-        let mode = field(&old.mode, h.mode().map(u64::from), "mode")? as u32 & 0o7777;
-        let mut uid = field(&old.uid, h.uid(), "uid")?;
-        let mut gid = field(&old.gid, h.gid(), "gid")?;
-        let mut mtime = (h.mtime().unwrap_or(0) as i64, 0i64);
+        let mode = (field(&old.mode, "mode")? & 0o7777) as u32;
+        let mut uid = field(&old.uid, "uid")?;
+        let mut gid = field(&old.gid, "gid")?;
+        let mtime = header_num(&old.mtime).and_then(|t| i64::try_from(t).ok());
+        let mut mtime = (mtime.unwrap_or(0), 0i64);
         let mut xattrs = Vec::new();
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax {
@@ -767,7 +923,7 @@ impl Applier<'_> {
                 limit: self.limits.max_bytes,
             });
         }
-        let fd = replacing(pfd, name, shown, || {
+        let fd = replacing(&mut self.dirs, pfd, name, shown, || {
             sys::openat(
                 pfd,
                 name,
@@ -821,19 +977,19 @@ impl Applier<'_> {
             target: tshown.clone(),
             source,
         };
-        let Some((tname, tparent)) = tpath.split_last() else {
+        let Some((tparent, tname)) = tpath.split_last() else {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         };
         // The target's directory is resolved inside the layer like any
         // other path, and linkat(2) without AT_SYMLINK_FOLLOW never follows
         // the final component: the link can only name a file of this layer.
-        let tdir = open_dir_in_root(self.root, &tparent.to_cstring()).map_err(link_err)?;
+        let tdir = open_dir_in_root(self.root, &rel_cstring(tparent)).map_err(link_err)?;
         let tname = cstr(tname, shown)?;
         let st = sys::fstatat(tdir.as_fd(), &tname, true).map_err(link_err)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         }
-        replacing(pfd, name, shown, || {
+        replacing(&mut self.dirs, pfd, name, shown, || {
             sys::linkat(tdir.as_fd(), &tname, pfd, name)
         })?
         .map_err(link_err)
@@ -859,7 +1015,7 @@ impl Applier<'_> {
             _ => libc::S_IFIFO,
         };
         let dev = libc::makedev(major, minor);
-        match replacing(pfd, name, shown, || {
+        match replacing(&mut self.dirs, pfd, name, shown, || {
             sys::mknodat(pfd, name, fmt | 0o600, dev)
         })? {
             Ok(()) => {}
@@ -901,7 +1057,7 @@ impl Applier<'_> {
 
     fn whiteout(
         &mut self,
-        parent: &CleanPath,
+        parent: &[u8],
         target: &[u8],
         meta: &Meta,
         shown: &str,
@@ -956,20 +1112,20 @@ impl Applier<'_> {
 
     /// Open directory `rel` in the layer, creating missing components
     /// (mode 0755, as Docker does for implied parents).
-    fn ensure_dir(&self, rel: &CleanPath, shown: &str) -> Result<OwnedFd, LayerError> {
+    fn ensure_dir(&self, rel: &[u8], shown: &str) -> Result<OwnedFd, LayerError> {
         let err = |source| LayerError::Parent {
             path: shown.into(),
             source,
         };
-        match open_dir_in_root(self.root, &rel.to_cstring()) {
+        match open_dir_in_root(self.root, &rel_cstring(rel)) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(err(e)),
         }
-        let Some((last, parent)) = rel.split_last() else {
+        let Some((parent, last)) = split_last(rel) else {
             return Err(err(io::Error::from_raw_os_error(libc::ENOENT)));
         };
-        let pfd = self.ensure_dir(&parent, shown)?;
+        let pfd = self.ensure_dir(parent, shown)?;
         let clast = cstr(last, shown)?;
         match sys::mkdirat(pfd.as_fd(), &clast, 0o755) {
             Ok(()) => {}
@@ -1000,6 +1156,28 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// A numeric header field as Go's archive/tar (Docker, containerd) reads it:
+/// octal digits with spaces and NULs around them, empty meaning 0; or GNU
+/// base-256 (top bit of the first byte set). `None` for anything else,
+/// negative and overflowing numbers included.
+fn header_num(raw: &[u8]) -> Option<u64> {
+    if let Some((&first, rest)) = raw.split_first().filter(|(&b, _)| b & 0x80 != 0) {
+        if first & 0x40 != 0 {
+            return None; // negative
+        }
+        return rest.iter().try_fold(u64::from(first & 0x3f), |v, &b| {
+            v.checked_mul(256)?.checked_add(u64::from(b))
+        });
+    }
+    let pad = |b: &u8| *b == b' ' || *b == 0;
+    let start = raw.iter().position(|b| !pad(b)).unwrap_or(raw.len());
+    let end = raw.iter().rposition(|b| !pad(b)).map_or(start, |i| i + 1);
+    raw.get(start..end)?.iter().try_fold(0u64, |v, &b| {
+        let digit = (b as char).to_digit(8)?;
+        v.checked_mul(8)?.checked_add(u64::from(digit))
+    })
 }
 
 fn parse_num(v: &[u8]) -> Option<u64> {
@@ -1033,6 +1211,23 @@ mod tests {
         assert_eq!(c("a/../../b/./c//d"), "b/c/d");
         assert!(CleanPath::new(b"./").is_root());
         assert!(CleanPath::new(b"..").is_root());
+    }
+
+    #[test]
+    fn header_numbers() {
+        assert_eq!(header_num(b"0000644\0"), Some(0o644));
+        assert_eq!(header_num(b"  755 \0"), Some(0o755));
+        assert_eq!(header_num(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(header_num(b"        "), Some(0));
+        assert_eq!(header_num(b"64x\0"), None);
+        assert_eq!(header_num(b"6 4\0"), None);
+        assert_eq!(header_num(b"9\0"), None);
+        assert_eq!(header_num(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]), Some(256));
+        assert_eq!(header_num(&[0xff; 8]), None);
+        assert_eq!(
+            header_num(&[0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
     }
 
     #[test]

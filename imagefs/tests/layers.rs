@@ -249,6 +249,42 @@ fn entry_replacement_rules() {
     );
 }
 
+#[test]
+fn replaced_directories_are_resolved_again() {
+    // Entries of several directories interleaved, so that each directory's fd is
+    // reused from the applier's cache; then directories are replaced under it.
+    let s = Scratch::new();
+    let tar = tar_of(&[
+        E::dir("a/"),
+        E::dir("e/"),
+        E::file("a/1", b"a1"),
+        E::file("e/1", b"e1"),
+        E::file("a/2", b"a2"),
+        E::symlink("a", "e"), // replaces directory a: a/... now means e/...
+        E::file("e/2", b"e2"),
+        E::file("a/3", b"through the symlink"),
+        E::dir("e/sub/"),
+        E::file("e/sub/x", b"x"),
+        E::file("e/sub", b"now a file"), // replaces a directory made by an entry
+        E::file("e/.wh.1", b""),         // a whiteout removes e/1
+        E::file("a/4", b"still through the symlink"),
+    ]);
+    apply(&s, &tar).unwrap();
+    let r = &s.root;
+    assert!(fs::symlink_metadata(r.join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(r.join("e/3")).unwrap(), b"through the symlink");
+    assert_eq!(
+        fs::read(r.join("e/4")).unwrap(),
+        b"still through the symlink"
+    );
+    assert_eq!(fs::read(r.join("e/2")).unwrap(), b"e2");
+    assert_eq!(fs::read(r.join("e/sub")).unwrap(), b"now a file");
+    assert!(is_whiteout(&r.join("e/1")));
+}
+
 // ---------- malicious archives ----------
 
 /// Apply `entries` with a sentinel outside the root; whether the apply
