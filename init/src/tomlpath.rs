@@ -143,6 +143,13 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
         }
         i += 1;
     }
+    // The offset is on a key (an unknown one, say): that key, read up to its `=`.
+    let key_at_offset = || {
+        let rest = text.get(i.min(text.len())..)?;
+        let eq = rest.find(['=', '\n', ','])?;
+        rest.get(eq..)?.starts_with('=').then_some(())?;
+        Some(normalize_key(text.get(key_from..i + eq)?)).filter(|k| !k.is_empty())
+    };
     let mut path = table;
     let push_key = |path: &mut String, name: &str| {
         if !path.is_empty() {
@@ -150,13 +157,24 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
         }
         path.push_str(name);
     };
-    if let Some(name) = &key {
-        push_key(&mut path, name);
-        for frame in &frames {
-            match frame {
-                Frame::Array { index } => path.push_str(&format!("[{index}]")),
-                Frame::Table { key: Some(name) } => push_key(&mut path, name),
-                Frame::Table { key: None } => {}
+    match &key {
+        None => {
+            if let Some(name) = key_at_offset() {
+                push_key(&mut path, &name);
+            }
+        }
+        Some(name) => {
+            push_key(&mut path, name);
+            for frame in &frames {
+                match frame {
+                    Frame::Array { index } => path.push_str(&format!("[{index}]")),
+                    Frame::Table { key: Some(name) } => push_key(&mut path, name),
+                    Frame::Table { key: None } => {
+                        if let Some(name) = key_at_offset() {
+                            push_key(&mut path, &name);
+                        }
+                    }
+                }
             }
         }
     }
@@ -213,9 +231,10 @@ mod tests {
         let text = "version = 1\nhostname = \"bad_name\"\n\n[kernel]\nmodules = \"dummy\"\n";
         assert_eq!(at(text, "\"bad_name\""), "hostname");
         assert_eq!(at(text, "\"dummy\""), "kernel.modules");
-        // On a key itself (an unknown field): the table it is in.
-        assert_eq!(at(text, "modules"), "kernel");
-        assert_eq!(at(text, "hostname"), "");
+        // On a key itself (an unknown field): that key.
+        assert_eq!(at(text, "modules"), "kernel.modules");
+        assert_eq!(at(text, "hostname"), "hostname");
+        assert_eq!(at(text, "[kernel]"), "");
     }
 
     #[test]
@@ -235,6 +254,7 @@ mod tests {
         assert_eq!(at(text, "\"x\""), "container[0].healthcheck.command[1]");
         assert_eq!(at(text, "\"5\""), "container[0].healthcheck.interval");
         assert_eq!(at(text, "{"), "container[0].healthcheck");
+        assert_eq!(at(text, "interval"), "container[0].healthcheck.interval");
     }
 
     #[test]
