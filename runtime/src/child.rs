@@ -116,11 +116,16 @@ pub struct Setup<'a> {
 pub fn run(mut setup: Setup<'_>) -> ! {
     let netlink = setup.netlink.take();
     let sync = setup.sync.as_fd();
-    let err = match setup_and_exec(&setup, netlink, sync) {
-        Ok(never) => match never {},
-        Err(e) => e,
+    // A panic is a bug, but it still fails the start: the parent learns it from the sync
+    // pipe like any other setup error, not from an end-of-file that reads as success.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup_and_exec(&setup, netlink, sync)
+    }));
+    let mut msg = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(e)) => format!("error {}", berth_imagefs::error_chain(&e)),
+        Err(_) => "error the container's setup panicked (a bug in berth)".to_owned(),
     };
-    let mut msg = format!("error {}", berth_imagefs::error_chain(&err));
     msg.retain(|c| c != '\n');
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)
@@ -349,6 +354,8 @@ fn setup_and_exec(
     // Signal state inherited from the caller (PID 1 blocks everything for its
     // signalfd; Rust ignores SIGPIPE) must not reach the container.
     sys::reset_signals();
+    // Before the reaper forks off, so that it runs under the filter too.
+    crate::seccomp::load_filter(&filter).map_err(SecurityError::Seccomp)?;
     if spec.init {
         if let Some(main) = fork_for_init()? {
             // The reaper never calls execve, so close-on-exec never acts for it: close
@@ -359,7 +366,6 @@ fn setup_and_exec(
             crate::reaper::run(main);
         }
     }
-    crate::seccomp::load_filter(&filter).map_err(SecurityError::Seccomp)?;
     let e = match nix::unistd::execve(&program_c, &argv, &envp) {
         Ok(never) => match never {},
         Err(e) => e,

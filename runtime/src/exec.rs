@@ -114,10 +114,10 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
     let main = if spec.init {
         std::fs::read_to_string("/proc/1/task/1/children")
             .ok()
-            .and_then(|c| c.split_whitespace().next().map(str::to_owned))
-            .unwrap_or_else(|| "1".into())
+            .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(1)
     } else {
-        "1".into()
+        1
     };
     let status = std::fs::read_to_string(format!("/proc/{main}/status"))
         .map_err(|e| format!("/proc/{main}/status: {e}"))?;

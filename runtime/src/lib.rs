@@ -7,7 +7,7 @@
 //! child ([`child`]) takes a new cgroup namespace, mounts the image's overlay and the
 //! system filesystems by fd ([`rootfs`]), pivots into the rootfs, resolves the
 //! program, user and working directory from the image ([`process`]), drops to the
-//! container's capabilities and seccomp filter ([`security`]) and executes the
+//! container's capabilities ([`security`]) and seccomp filter ([`seccomp`]) and executes the
 //! program. Everything that reads image bytes happens in the child.
 //!
 //! # Modules

@@ -56,7 +56,8 @@ impl Resolve {
     }
 }
 
-fn cstr(path: &str) -> CString {
+/// A container path relative to the rootfs, for `*at()` calls: `.` for `/`.
+pub(crate) fn cstr(path: &str) -> CString {
     // Callers only pass paths validated free of NUL; an empty name is harmless.
     let rel = path.trim_start_matches('/');
     CString::new(if rel.is_empty() { "." } else { rel }).unwrap_or_default()

@@ -8,7 +8,6 @@
 //! read, fails with `ENOSYS` so that libc falls back to `clone`. The filter is
 //! built for `AUDIT_ARCH_X86_64`: i386 entry points kill the process, and x32
 //! syscall numbers (bit 30 set) match nothing in the allowlist.
-
 //!
 //! The filter is compiled here rather than by a generic seccomp library, because
 //! those emit one test per syscall: about 1,500 instructions for this list, which the
@@ -229,11 +228,11 @@ fn ranges(numbers: &BTreeSet<u32>) -> Vec<(u32, u32)> {
 ///
 /// `ja` takes a 32-bit offset, so subtrees of any size can be jumped over.
 fn range_tree(ranges: &[(u32, u32)], out: &mut Vec<libc::sock_filter>) {
-    let Some(mid) = ranges.len().checked_sub(1).map(|_| ranges.len() / 2) else {
+    let mid = ranges.len() / 2;
+    let Some(&(first, last)) = ranges.get(mid) else {
         out.push(ret(RET_EPERM));
         return;
     };
-    let (first, last) = ranges[mid];
     out.push(jump(libc::BPF_JGT, last, 0, 1));
     let ja_at = out.len();
     out.push(stmt(libc::BPF_JMP | libc::BPF_JA, 0));

@@ -291,8 +291,9 @@ impl Runtime {
     }
 }
 
-/// Reaps `pid` if it exits within `limit`. A child stuck in the kernel after SIGKILL
-/// must not hold the caller (PID 1) forever; PID 1's reaper collects it later.
+/// Reaps `pid` if it exits within `limit`, for [`Starting::wait`] (`berth run`; PID 1
+/// uses [`Starting::advance`] and reaps in its loop). A child stuck in the kernel after
+/// SIGKILL must not hold `berth run` forever: it is left to be reaped at its exit.
 fn reap_within(pid: Pid, limit: Duration) {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let deadline = Instant::now() + limit;

@@ -74,10 +74,9 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
             .create(path)
     };
     mkdir(parent, 0o755, true).map_err(create_err)?;
-    let rel = CString::new(target.trim_start_matches('/')).unwrap_or_default();
     let image_dir = sys::openat2(
         root,
-        if rel.is_empty() { c"." } else { rel.as_c_str() },
+        &crate::rootfs::cstr(target),
         OFlag::O_PATH | OFlag::O_DIRECTORY,
         ResolveFlag::RESOLVE_IN_ROOT
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
@@ -105,13 +104,19 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
     mkdir(&staging, 0o700, false).map_err(create_err)?;
     let seeded = File::open(&staging).map_err(create_err).and_then(|dst| {
         copier.copy_tree(image_dir.as_fd(), dst.as_fd(), 0)?;
-        copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")
+        copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")?;
+        // On disk before the rename makes it the volume: after a power cut, a volume
+        // that exists is never seeded again, so it must not come back half written.
+        nix::unistd::syncfs(dst.as_raw_fd()).map_err(|e| create_err(e.into()))
     });
     // Whether this copy became the volume; `false`: another start renamed its own
     // copy into place first, which is as good as this one.
     let placed = seeded.and_then(|()| {
         match nix::fcntl::renameat2(None, &staging, None, dir, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => Ok(true),
+            Ok(()) => File::open(parent)
+                .and_then(|p| p.sync_all())
+                .map(|()| true)
+                .map_err(create_err),
             Err(nix::errno::Errno::EEXIST) => Ok(false),
             Err(e) => Err(create_err(e.into())),
         }
