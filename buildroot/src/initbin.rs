@@ -63,7 +63,7 @@ pub fn candidates(
 
 /// The file name of PID 1's helper binary (netd and the image importer), which a build
 /// takes from the init binary's directory.
-pub const HELPER_NAME: &str = "berth-helper";
+pub use berth_init::helper::HELPER_NAME;
 
 /// The helper binary that goes with the init binary at `init`: [`HELPER_NAME`] in the
 /// same directory, so that the two always come from one build.

@@ -323,39 +323,19 @@ impl HostConfig {
 
     /// Parses and validates config text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<HostConfig, ConfigError> {
-        // Read `version` before anything else, so that a file written for a newer schema
-        // says so instead of failing on the first key this build does not know.
-        let table: toml::Table = toml::from_str(text).map_err(|e| invalid(path, text, "", &e))?;
-        match table.get("version") {
-            None => {
-                return Err(ConfigError::MissingVersion {
-                    path: path.to_owned(),
-                })
-            }
-            Some(toml::Value::Integer(v)) if *v == i64::from(SUPPORTED_VERSION) => {}
-            Some(toml::Value::Integer(v)) => {
-                return Err(ConfigError::UnsupportedVersion {
-                    path: path.to_owned(),
-                    found: *v,
-                })
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    line: line_of_key(text, "version"),
-                    key: "version".to_owned(),
-                    message: "must be an integer".to_owned(),
-                })
-            }
+        let config: HostConfig = match toml::from_str(text) {
+            Ok(config) => config,
+            // `version` decides first, so that a file written for a newer schema says so
+            // instead of failing on the first key this build does not know. Only a file
+            // that does not parse needs the second, schema-less read that tells.
+            Err(e) => return Err(HostConfig::explain(text, path, &e)),
+        };
+        if config.version != SUPPORTED_VERSION {
+            return Err(ConfigError::UnsupportedVersion {
+                path: path.to_owned(),
+                found: i64::from(config.version),
+            });
         }
-        let config: HostConfig = toml::from_str(text).map_err(|e| {
-            // The key is read back from the text at the fault (see `tomlpath`).
-            let key = e
-                .span()
-                .map(|span| crate::tomlpath::fault_path(text, span, e.message()))
-                .unwrap_or_default();
-            invalid(path, text, &key, &e)
-        })?;
         for (i, interface) in config.network.interfaces.iter().enumerate() {
             interface
                 .validate()
@@ -382,18 +362,49 @@ impl HostConfig {
         })?;
         Ok(config)
     }
+
+    /// The error for text that did not deserialize into a [`HostConfig`]: a missing,
+    /// newer or mistyped `version` if that is the cause, else `err` placed at its line
+    /// and key (the key read back from the text at the fault, see `tomlpath`).
+    fn explain(text: &str, path: &Path, err: &toml::de::Error) -> ConfigError {
+        let version = match toml::from_str::<toml::Table>(text) {
+            Ok(table) => table.get("version").cloned(),
+            // Not even TOML: the syntax error is the answer.
+            Err(syntax) => return invalid(path, text, "", &syntax),
+        };
+        match version {
+            None => ConfigError::MissingVersion {
+                path: path.to_owned(),
+            },
+            Some(toml::Value::Integer(v)) if v != i64::from(SUPPORTED_VERSION) => {
+                ConfigError::UnsupportedVersion {
+                    path: path.to_owned(),
+                    found: v,
+                }
+            }
+            Some(toml::Value::Integer(_)) => {
+                let key = err
+                    .span()
+                    .map(|span| crate::tomlpath::fault_path(text, span, err.message()))
+                    .unwrap_or_default();
+                invalid(path, text, &key, err)
+            }
+            Some(_) => ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of_key(text, "version"),
+                key: "version".to_owned(),
+                message: "must be an integer".to_owned(),
+            },
+        }
+    }
 }
 
 /// Builds an [`ConfigError::Invalid`] from a toml error, keeping only its first line of
 /// message (toml's own text repeats the source snippet) and turning its byte span into a line.
 fn invalid(path: &Path, text: &str, key: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err
-        .span()
-        .map(|span| line_of_offset(text, span.start))
-        .or_else(|| line_of_key(text, key.rsplit('.').next().unwrap_or(key)));
     ConfigError::Invalid {
         path: path.to_owned(),
-        line,
+        line: err.span().map(|span| line_of_offset(text, span.start)),
         key: key.to_owned(),
         message: err.message().trim().to_owned(),
     }
@@ -417,10 +428,6 @@ fn line_of_table(text: &str, name: &str, n: usize) -> Option<usize> {
 
 /// The line of the first `key =` assignment, for errors the parser could not place.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let key = key.split('[').next().unwrap_or(key);
-    if key.is_empty() {
-        return None;
-    }
     text.lines()
         .position(|line| {
             let line = line.trim_start();
@@ -657,6 +664,13 @@ network = "host"
                 "name = \"BusyBox\"",
                 "image[0].name",
                 "invalid image name",
+            ),
+            // A fault in a table as a whole is placed at its header.
+            (
+                "image = \"busybox:latest\"\ncommand",
+                "command",
+                "container[1]",
+                "missing field `image`",
             ),
         ];
         for (from, to, key, message) in cases {

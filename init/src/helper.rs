@@ -13,7 +13,9 @@
 
 use std::process::Command;
 
-/// Where the helper binary is on a berth host.
+/// The helper binary's file name; builds put it beside `berth-init`.
+pub const HELPER_NAME: &str = "berth-helper";
+/// Where the helper binary is on a berth host: [`HELPER_NAME`] in `/usr/lib/berth`.
 pub const HELPER_PATH: &str = "/usr/lib/berth/berth-helper";
 
 /// The argument that makes the helper netd.
@@ -48,5 +50,13 @@ pub fn main() -> i32 {
             );
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_path_ends_in_the_name() {
+        assert!(super::HELPER_PATH.ends_with(&format!("/{}", super::HELPER_NAME)));
     }
 }

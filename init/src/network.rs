@@ -10,8 +10,7 @@
 //! netlink requests.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -227,7 +226,7 @@ impl Netd {
         reports
     }
 
-    /// Handles netd's exit; true if `pid` was netd. `stopping`: do not restart.
+    /// Handles netd's exit (and schedules its restart); true if `pid` was netd.
     pub fn on_exit(&mut self, pid: Pid, status: nix::sys::wait::WaitStatus) -> bool {
         if self.pid != Some(pid) {
             return false;
@@ -264,7 +263,6 @@ impl Netd {
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
     fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)

@@ -442,6 +442,20 @@ impl Supervisor {
         }
     }
 
+    /// Reads what is left in an exited container's output pipe into its log, and closes
+    /// it. Every writer is gone with the container, so this reads to the end, which the
+    /// pipe's 1 MiB bounds (the extra rounds only guard against a writer that somehow
+    /// survived).
+    fn drain_output(unit: &mut Unit) {
+        if let Some(pipe) = unit.pipe.take() {
+            for _ in 0..(2 << 20) / crate::logs::DRAIN_BUDGET {
+                if !unit.log.drain(pipe.as_fd()) {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Handles a reaped child; false if it was not a container.
     pub fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> bool {
         if self.on_check_exit(pid, status) {
@@ -450,19 +464,20 @@ impl Supervisor {
         let Some(unit) = self.units.iter_mut().find(|u| u.pid() == Some(pid)) else {
             return false;
         };
-        // A check still in flight dies with the container's cgroup; it is reaped as a
-        // stranger.
-        unit.health = None;
         if matches!(unit.state, State::Starting { killed: None, .. }) {
             // The child's end of the pipe is closed now: the report is complete.
             Self::on_setup_ready(unit, true);
         }
+        // A check still in flight dies with the container's cgroup; it is reaped as a
+        // stranger.
+        unit.health = None;
         let state = std::mem::replace(&mut unit.state, State::Done);
         let (run, stopping) = match state {
             State::Running(r) => (r, false),
             State::Stopping { run, .. } => (run, true),
             State::Starting { start, .. } => {
-                unit.pipe = None;
+                // What setup (or a program killed right after its exec) wrote.
+                Self::drain_output(unit);
                 if let Err(e) = start.into_leaf().remove() {
                     log::warn!("container {}: {e}", unit.spec.name);
                 }
@@ -478,16 +493,7 @@ impl Supervisor {
                 return false;
             }
         };
-        if let Some(pipe) = unit.pipe.take() {
-            // Every writer is gone with the container: read to the end, which the
-            // pipe's 1 MiB bounds (the extra rounds only guard against a writer
-            // that somehow survived).
-            for _ in 0..(2 << 20) / crate::logs::DRAIN_BUDGET {
-                if !unit.log.drain(pipe.as_fd()) {
-                    break;
-                }
-            }
-        }
+        Self::drain_output(unit);
         let exit = Exit::from_wait(status, run.leaf.oom_kills());
         let ran = run.started.elapsed();
         let run = *run;

@@ -23,8 +23,20 @@ enum Frame {
 /// check of the config quotes the element (`module name "../evil" is not valid`), so when
 /// the span is an array and the message quotes one of its string elements, the path ends
 /// at that element: `kernel.modules[1]`, not `kernel.modules`.
+///
+/// A fault in a table as a whole (a missing field) is placed at its header, `[[container]]`:
+/// the path is that table's, `container[1]`.
 pub fn fault_path(text: &str, span: std::ops::Range<usize>, message: &str) -> String {
     let bytes = text.as_bytes();
+    let (path, on_header) = scan(text, span.start);
+    if on_header {
+        // The table the header opens: the path just past the header line.
+        let line_end = text
+            .get(span.start..)
+            .and_then(|rest| rest.find('\n'))
+            .map_or(text.len(), |n| span.start + n);
+        return key_path_at(text, line_end);
+    }
     let mut at = span.start;
     if bytes.get(span.start) == Some(&b'[') {
         let mut i = span.start + 1;
@@ -42,12 +54,21 @@ pub fn fault_path(text: &str, span: std::ops::Range<usize>, message: &str) -> St
             }
         }
     }
-    key_path_at(text, at)
+    if at == span.start {
+        path
+    } else {
+        key_path_at(text, at)
+    }
 }
 
 /// The dotted key path (`kernel.modules[1]`) of the value or key at byte `offset` of
 /// `text`; empty for a place outside any table or key.
 pub fn key_path_at(text: &str, offset: usize) -> String {
+    scan(text, offset).0
+}
+
+/// [`key_path_at`], and whether `offset` is at the `[` of a table header.
+fn scan(text: &str, offset: usize) -> (String, bool) {
     let bytes = text.as_bytes();
     let end = offset.min(bytes.len());
     // The table the current line belongs to, e.g. `container[1]`.
@@ -80,7 +101,7 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
                 i = skip_string(bytes, i);
                 continue;
             }
-            b'[' if !in_value && text.get(key_from..i).is_some_and(|k| k.trim().is_empty()) => {
+            b'[' if !in_value && blank(text, key_from, i) => {
                 // A table header: `[name]` or `[[name]]`, to the end of the line.
                 let line_end = text
                     .get(i..)
@@ -143,6 +164,8 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
         }
         i += 1;
     }
+    let on_header =
+        i == end && key.is_none() && bytes.get(i) == Some(&b'[') && blank(text, key_from, i);
     // The offset is on a key (an unknown one, say): that key, read up to its `=`.
     let key_at_offset = || {
         let rest = text.get(i.min(text.len())..)?;
@@ -178,7 +201,12 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
             }
         }
     }
-    path
+    (path, on_header)
+}
+
+/// Whether only blanks stand between `from` and `to`: a header or key may start at `to`.
+fn blank(text: &str, from: usize, to: usize) -> bool {
+    text.get(from..to).is_some_and(|s| s.trim().is_empty())
 }
 
 /// `a . "b"` → `a.b`: a dotted key without its spaces and quotes.
@@ -306,6 +334,23 @@ mod tests {
             }
         }
         assert_eq!(at(text, "2"), "a[1].c[1][0]");
+    }
+
+    #[test]
+    fn a_fault_at_a_table_header_names_that_table() {
+        use super::fault_path;
+        let text = "[kernel]\nmodules = []\n[[container]]\nname = \"a\"\n  [[container]] # b\nname = \"b\"\n";
+        let second = text.rfind("[[container]]").unwrap();
+        assert_eq!(
+            fault_path(text, second..text.len(), "missing field `image`"),
+            "container[1]"
+        );
+        let first = text.find("[[container]]").unwrap();
+        assert_eq!(
+            fault_path(text, first..second, "missing field `image`"),
+            "container[0]"
+        );
+        assert_eq!(fault_path(text, 0..first, "missing field"), "kernel");
     }
 
     #[test]

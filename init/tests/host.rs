@@ -210,8 +210,11 @@ impl NsInit {
         // netd and the importer, as `berth build` lays them out.
         let helper = root.join(berth_init::helper::HELPER_PATH.trim_start_matches('/'));
         std::fs::create_dir_all(helper.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
-        std::fs::copy(init.with_file_name("berth-helper"), &helper)
-            .map_err(|e| format!("berth-helper beside {}: {e}", init.display()))?;
+        std::fs::copy(
+            init.with_file_name(berth_init::helper::HELPER_NAME),
+            &helper,
+        )
+        .map_err(|e| format!("berth-helper beside {}: {e}", init.display()))?;
         std::fs::write(root.join("etc/berth/host.toml"), config).map_err(|e| e.to_string())?;
         if Path::new("/bin/busybox").exists() {
             std::fs::copy("/bin/busybox", root.join("bin/busybox")).map_err(|e| e.to_string())?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use berth_buildroot::build::{build, BuildOptions};
 use berth_buildroot::cpio::{CpioWriter, EntryKind};
+use berth_init::helper::HELPER_NAME;
 use berth_qemu_tests::{static_init, static_target_dir, workspace_root, Qemu};
 
 const RUNS: usize = 3;
@@ -145,7 +146,7 @@ fn run() -> Result<(), String> {
     );
     row(
         "helper binary (netd, importer; not PID 1)",
-        &format!("{} KiB", kib(&init.with_file_name("berth-helper"))),
+        &format!("{} KiB", kib(&init.with_file_name(HELPER_NAME))),
         &none,
     );
     row(
@@ -371,7 +372,8 @@ fn native_pid1(init: &Path, runs: usize) -> Result<f64, String> {
     std::fs::copy(init, root.join("init")).map_err(|e| e.to_string())?;
     let helper = root.join(berth_init::helper::HELPER_PATH.trim_start_matches('/'));
     std::fs::create_dir_all(helper.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
-    std::fs::copy(init.with_file_name("berth-helper"), &helper).map_err(|e| e.to_string())?;
+    let built = berth_buildroot::initbin::locate_helper(init).map_err(|e| e.to_string())?;
+    std::fs::copy(built, &helper).map_err(|e| e.to_string())?;
     std::fs::write(
         root.join("etc/berth/host.toml"),
         "version = 1\nhostname = \"bench\"\n",
