@@ -267,8 +267,11 @@ impl Chunks {
                     let used = std::mem::replace(&mut self.cur, next);
                     self.base += used.len as u64;
                     self.pos = 0;
-                    // If the producer is gone or has enough, the buffer is just freed.
-                    let _ = self.recycle.try_send(used.buf);
+                    // If the producer is gone or has enough, the buffer is just freed
+                    // (as is the empty one this reader starts with).
+                    if used.buf.len() == CHUNK {
+                        let _ = self.recycle.try_send(used.buf);
+                    }
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(mpsc::RecvError) => return Ok(&[]),
@@ -673,8 +676,6 @@ impl Applier<'_> {
             });
         };
         if let Some(target) = name.strip_prefix(b".wh.") {
-            // A whiteout removes: no cached directory fd can be trusted after it.
-            self.dirs.clear();
             return self.whiteout(parent, target, &meta, &shown);
         }
 
@@ -1084,6 +1085,9 @@ impl Applier<'_> {
         }
         let pfd = self.ensure_dir(parent, shown)?;
         let cname = cstr(target, shown)?;
+        // A whiteout removes: no cached directory fd can be trusted after it (opaque
+        // markers and AUFS bookkeeping above remove nothing and keep the cache).
+        self.dirs.clear();
         match remove_entry(pfd.as_fd(), &cname) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}

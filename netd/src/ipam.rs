@@ -290,6 +290,7 @@ impl Ipam {
     }
 
     /// Every lease whose holder is alive.
+    #[cfg(test)]
     pub fn leases(&self) -> Result<Vec<Lease>, IpamError> {
         self.with_live_leases(|l| l.to_vec())
     }

@@ -15,12 +15,13 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     parse_string, parse_u32, DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NlasIterator, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkPayload, NlasIterator, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
+    LinkMessageBuffer,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -462,16 +463,6 @@ fn status(op: &'static str, code: i32) -> Result<()> {
     }
 }
 
-/// `RTM_NEWLINK` (`linux/rtnetlink.h`).
-const RTM_NEWLINK: u16 = 16;
-/// Link attributes this client reads (`linux/if_link.h`).
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-
 /// Decodes one netlink message (header and payload, exactly `bytes`) and returns its
 /// sequence number with what it says.
 fn decode_reply(bytes: &[u8]) -> std::result::Result<(u32, Reply), DecodeError> {
@@ -487,7 +478,7 @@ fn decode_reply(bytes: &[u8]) -> std::result::Result<(u32, Reply), DecodeError> 
             Reply::Status(code)
         }
         NLMSG_DONE => Reply::Done,
-        RTM_NEWLINK => Reply::Link(decode_link(payload)?),
+        libc::RTM_NEWLINK => Reply::Link(decode_link(payload)?),
         _ => Reply::Other,
     };
     Ok((message.sequence_number(), reply))
@@ -508,19 +499,23 @@ fn decode_link(payload: &[u8]) -> std::result::Result<Link, DecodeError> {
         controller: None,
         mtu: 0,
     };
-    let attributes = payload.get(LINK_HEADER_LEN..).unwrap_or(&[]);
+    // The attributes follow the fixed `ifinfomsg` header.
+    let attributes = payload
+        .get(std::mem::size_of::<LinkMessageBuffer>()..)
+        .unwrap_or(&[]);
     for attribute in NlasIterator::new(attributes) {
         let attribute = attribute?;
         let value = attribute.value();
-        match attribute.kind() & NLA_TYPE_MASK {
-            IFLA_IFNAME => link.name = parse_string(value)?,
-            IFLA_ADDRESS => link.mac = value.to_vec(),
-            IFLA_MTU => link.mtu = parse_u32(value)?,
-            IFLA_MASTER => link.controller = Some(parse_u32(value)?),
-            IFLA_LINKINFO => {
+        // `kind()` is the type without its nested and byte-order flags.
+        match attribute.kind() {
+            libc::IFLA_IFNAME => link.name = parse_string(value)?,
+            libc::IFLA_ADDRESS => link.mac = value.to_vec(),
+            libc::IFLA_MTU => link.mtu = parse_u32(value)?,
+            libc::IFLA_MASTER => link.controller = Some(parse_u32(value)?),
+            libc::IFLA_LINKINFO => {
                 for info in NlasIterator::new(value) {
                     let info = info?;
-                    if info.kind() & NLA_TYPE_MASK == IFLA_INFO_KIND {
+                    if info.kind() == libc::IFLA_INFO_KIND {
                         link.kind = parse_string(info.value())?;
                     }
                 }
@@ -530,9 +525,6 @@ fn decode_link(payload: &[u8]) -> std::result::Result<Link, DecodeError> {
     }
     Ok(link)
 }
-
-/// The length of `ifinfomsg`, which precedes a link message's attributes.
-const LINK_HEADER_LEN: usize = 16;
 
 fn address_message(index: u32, address: IpAddr, prefix: u8) -> AddressMessage {
     let mut message = AddressMessage::default();

@@ -710,7 +710,7 @@ pub fn apply(rules: &NatRules) -> Result<(), NftError> {
                 if code != 0 {
                     let index = (seq as usize).saturating_sub(1);
                     let what = messages.get(index).map(|(w, _)| *w).unwrap_or("?");
-                    let errno = Errno::from_raw(-code);
+                    let errno = Errno::from_raw(code.saturating_neg());
                     return Err(NftError::Kernel {
                         index,
                         what,
