@@ -695,18 +695,20 @@ pub fn import(
         }
         let staging = store.staging_dir("layer")?;
         let diff = staging.make_diff_dir()?;
-        let blob = match &staged {
-            Some(s) => s.open()?,
-            None => store.open_blob(&desc.digest)?,
+        // A blob staged just now was hashed while it was written: for a plain
+        // layer that digest is the diff_id. One already stored is hashed again.
+        let (blob, known) = match &staged {
+            Some(s) => (s.open()?, Some(s.digest())),
+            None => (store.open_blob(&desc.digest)?, None),
         };
-        let blob = io::BufReader::with_capacity(256 << 10, blob);
         let lerr = |source| ImportError::Layer {
             index,
             digest: desc.digest,
             source,
         };
-        let stats = layer::apply_layer(
-            blob,
+        let stats = layer::apply_layer_file(
+            &blob,
+            known,
             std::os::fd::AsFd::as_fd(&diff),
             &opts.limits,
             &mut |done| observe(&Event::LayerProgress { index, done }),

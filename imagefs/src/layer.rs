@@ -4,6 +4,10 @@
 //! first bytes. A second thread decompresses, hashes (the `diff_id`) and
 //! counts bytes against the budget while this one creates files, so given a
 //! second core neither decompression nor sha256 adds to the unpack time.
+//! A plain layer in a file ([`apply_layer_file`], what an import uses) is
+//! mapped instead: file content is written straight from the mapping, and
+//! the second thread only hashes, or not at all when the caller has just
+//! hashed the blob itself.
 //! Every entry is created relative to the layer's directory fd: the parent
 //! is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
 //! `..`, absolute paths and symlinks (however they point) resolve inside
@@ -379,57 +383,155 @@ fn apply_stream(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, u64), LayerError> {
     let mut archive = tar::Archive::new(chunks);
-    let mut a = Applier {
-        root,
-        limits: *limits,
-        entries: 0,
-        written: 0,
-        skipped_nodes: 0,
-        dir_times: Vec::new(),
-        privileged: sys::geteuid_is_root(),
-        buf: vec![0u8; 256 << 10],
-        dirs: DirCache::default(),
-    };
-    let budget = || LayerError::Budget {
-        what: "decompressed bytes",
-        limit: limits.max_bytes,
-    };
-    let budget_err = |e: io::Error| {
-        if tripped.load(Ordering::Relaxed) {
-            budget()
-        } else {
-            LayerError::Read(e)
-        }
-    };
-    let mut last_progress = 0u64;
-    {
-        let entries = archive.entries_with_seek().map_err(budget_err)?;
-        for entry in entries {
-            let mut entry = entry.map_err(budget_err)?;
-            a.entry(&mut entry).map_err(|e| match e {
-                LayerError::Write { .. } | LayerError::Read(_)
-                    if tripped.load(Ordering::Relaxed) =>
-                {
-                    budget()
-                }
-                other => other,
-            })?;
-            let pos = entry.raw_file_position();
-            if pos - last_progress >= 4 << 20 {
-                last_progress = pos;
-                progress(pos);
-            }
-        }
-    }
-    a.finish_dir_times()?;
+    let mut a = Applier::new(root, limits, None);
+    apply_entries(&mut archive, &mut a, tripped, progress)?;
     // The diff_id covers the whole stream, including the end-of-archive
     // blocks and any padding after them that the tar reader did not need:
     // read to the end so the producer hashes all of it.
+    let budget_err = read_error(limits, tripped);
     let mut rest = archive.into_inner();
-    while !rest.fill().map_err(budget_err)?.is_empty() {
+    while !rest.fill().map_err(&budget_err)?.is_empty() {
         rest.pos = rest.cur.len;
     }
     Ok((a.entries, a.skipped_nodes))
+}
+
+/// What a failed read of the layer stream means: the producer's budget
+/// stop when it tripped, a read error otherwise.
+fn read_error<'a>(
+    limits: &'a Limits,
+    tripped: &'a AtomicBool,
+) -> impl Fn(io::Error) -> LayerError + 'a {
+    move |e| {
+        if tripped.load(Ordering::Relaxed) {
+            LayerError::Budget {
+                what: "decompressed bytes",
+                limit: limits.max_bytes,
+            }
+        } else {
+            LayerError::Read(e)
+        }
+    }
+}
+
+/// Applies every entry of `archive`, then the saved directory mtimes.
+fn apply_entries<R: Read + Seek>(
+    archive: &mut tar::Archive<R>,
+    a: &mut Applier<'_>,
+    tripped: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), LayerError> {
+    let limits = a.limits;
+    let budget_err = read_error(&limits, tripped);
+    let mut last_progress = 0u64;
+    for entry in archive.entries_with_seek().map_err(&budget_err)? {
+        let mut entry = entry.map_err(&budget_err)?;
+        a.entry(&mut entry).map_err(|e| match e {
+            LayerError::Write { .. } | LayerError::Read(_) if tripped.load(Ordering::Relaxed) => {
+                budget_err(io::Error::other("budget"))
+            }
+            other => other,
+        })?;
+        let pos = entry.raw_file_position();
+        if pos - last_progress >= 4 << 20 {
+            last_progress = pos;
+            progress(pos);
+        }
+    }
+    a.finish_dir_times()
+}
+
+/// Apply the layer in `file` (compressed or not) onto `root`, an empty
+/// directory: [`apply_layer`] for a file that can be mapped into memory.
+///
+/// An uncompressed layer, the common case for images built locally and the
+/// one where the work around the file system shows most, is then neither
+/// read nor copied: one thread hashes the mapped bytes while this one
+/// writes each file's content straight from them, as GNU tar writes from
+/// its read buffer. A compressed layer is decompressed from the mapping.
+///
+/// `known` is the sha256 of the file's bytes when the caller computed it
+/// itself over exactly these bytes: a blob it just wrote into staging and
+/// verified. For a plain tar that digest is the diff_id, so the bytes are
+/// not hashed a second time. Pass `None` for anything else (a blob that has
+/// been on disk, where the check must see what is there now).
+///
+/// `file` must not change while it is applied: it is meant for the store's
+/// own blobs (see [`sys::Mapping`]). A file that cannot be mapped is read
+/// as a stream.
+pub fn apply_layer_file(
+    file: &File,
+    known: Option<Digest>,
+    root: BorrowedFd<'_>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<LayerStats, LayerError> {
+    let mapping = match sys::Mapping::of(file) {
+        Ok(Some(m)) => m,
+        Ok(None) | Err(_) => {
+            return apply_layer(
+                BufReader::with_capacity(CHUNK, file),
+                root,
+                limits,
+                progress,
+            )
+        }
+    };
+    let bytes = mapping.bytes();
+    if detect(&mut &bytes[..])? != Compression::None {
+        return apply_layer(bytes, root, limits, progress);
+    }
+    let tar_bytes = bytes.len() as u64;
+    if tar_bytes > limits.max_bytes {
+        return Err(LayerError::Budget {
+            what: "decompressed bytes",
+            limit: limits.max_bytes,
+        });
+    }
+    let stop = AtomicBool::new(false);
+    let not_tripped = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let hashing = known
+            .is_none()
+            .then(|| scope.spawn(|| hash_until(bytes, &stop)));
+        let mut archive = tar::Archive::new(io::Cursor::new(bytes));
+        let mut a = Applier::new(root, limits, Some(bytes));
+        let applied = apply_entries(&mut archive, &mut a, &not_tripped, progress);
+        if applied.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let hashed = hashing.map(|h| h.join());
+        applied?;
+        let diff_id = match (known, hashed) {
+            (Some(digest), _) => digest,
+            (None, Some(Ok(Some(hasher)))) => hasher.finish(),
+            (None, _) => {
+                return Err(LayerError::Read(io::Error::other(
+                    "hashing thread panicked",
+                )))
+            }
+        };
+        progress(tar_bytes);
+        Ok(LayerStats {
+            diff_id,
+            tar_bytes,
+            entries: a.entries,
+            skipped_nodes: a.skipped_nodes,
+        })
+    })
+}
+
+/// sha256 of `bytes`, or `None` once `stop` is set (the applier failed and
+/// the digest is not wanted).
+fn hash_until(bytes: &[u8], stop: &AtomicBool) -> Option<Hasher> {
+    let mut hasher = Hasher::new();
+    for piece in bytes.chunks(CHUNK) {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        hasher.update(piece);
+    }
+    Some(hasher)
 }
 
 /// A cleaned tar path: `/`-separated components, none of them `""`, `.` or
@@ -576,6 +678,9 @@ impl DirCache {
 
 struct Applier<'a> {
     root: BorrowedFd<'a>,
+    /// The whole tar stream when it is in memory (a mapped plain layer):
+    /// file content is then written straight from it.
+    whole: Option<&'a [u8]>,
     limits: Limits,
     entries: u64,
     written: u64,
@@ -634,7 +739,22 @@ fn xattr_allowed(name: &str) -> bool {
         || name == "system.posix_acl_default"
 }
 
-impl Applier<'_> {
+impl<'a> Applier<'a> {
+    fn new(root: BorrowedFd<'a>, limits: &Limits, whole: Option<&'a [u8]>) -> Self {
+        Applier {
+            root,
+            whole,
+            limits: *limits,
+            entries: 0,
+            written: 0,
+            skipped_nodes: 0,
+            dir_times: Vec::new(),
+            privileged: sys::geteuid_is_root(),
+            buf: Vec::new(),
+            dirs: DirCache::default(),
+        }
+    }
+
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), LayerError> {
         self.entries += 1;
         if self.entries > self.limits.max_entries {
@@ -937,6 +1057,46 @@ impl Applier<'_> {
             source,
         })?;
         let mut file = File::from(fd);
+        let kind = entry.header().entry_type();
+        if let Some(whole) = self.whole.filter(|_| kind != tar::EntryType::GNUSparse) {
+            // A plain entry's content is the `size` bytes at its data offset.
+            let data = usize::try_from(entry.raw_file_position())
+                .ok()
+                .and_then(|start| whole.get(start..))
+                .and_then(|rest| rest.get(..usize::try_from(size).ok()?))
+                .ok_or_else(|| {
+                    LayerError::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the layer ends inside the content of {shown}"),
+                    ))
+                })?;
+            file.write_all(data).map_err(|source| LayerError::Write {
+                path: shown.into(),
+                source,
+            })?;
+        } else {
+            self.copy_content(entry, &mut file, shown)?;
+        }
+        self.set_meta_fd(file.as_fd(), meta, shown)?;
+        sys::futimens(file.as_fd(), meta.mtime.0, meta.mtime.1).map_err(|source| {
+            LayerError::Mtime {
+                path: shown.into(),
+                source,
+            }
+        })
+    }
+
+    /// Copies an entry's content through `buf` (a sparse entry's holes come
+    /// back as zeros from the tar reader).
+    fn copy_content<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        shown: &str,
+    ) -> Result<(), LayerError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; CHUNK];
+        }
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -949,19 +1109,13 @@ impl Applier<'_> {
                     })
                 }
             };
-            file.write_all(&self.buf[..n])
+            file.write_all(self.buf.get(..n).unwrap_or_default())
                 .map_err(|source| LayerError::Write {
                     path: shown.into(),
                     source,
                 })?;
         }
-        self.set_meta_fd(file.as_fd(), meta, shown)?;
-        sys::futimens(file.as_fd(), meta.mtime.0, meta.mtime.1).map_err(|source| {
-            LayerError::Mtime {
-                path: shown.into(),
-                source,
-            }
-        })
+        Ok(())
     }
 
     fn hardlink(

@@ -1,5 +1,6 @@
 //! The crate's only `unsafe` code: thin wrappers over the `*at()` family,
-//! xattrs and `flock`, each returning `io::Result` and owned fds.
+//! xattrs, `flock` and a read-only file mapping, each returning
+//! `io::Result` and owned fds.
 //!
 //! Everything above this module works relative to directory fds. The one
 //! call that matters most for safety is [`openat2`] with
@@ -296,6 +297,71 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a live descriptor.
     cvt(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// A whole file mapped read-only (mmap(2)), unmapped on drop.
+///
+/// Only for files that nothing changes while they are mapped: the store's
+/// blobs, which are written once into staging, renamed into place and never
+/// written again. (Writing one means being root inside the store, and a file
+/// truncated under the mapping would fault its reader with SIGBUS.)
+pub struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this value alone; shared
+// references to it can be used from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; nothing mutates the mapped bytes through this value.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps all of `file`. `Ok(None)` for an empty file, which mmap cannot map.
+    pub fn of(file: &std::fs::File) -> io::Result<Option<Mapping>> {
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        if len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a fresh private read-only mapping chosen by the kernel
+        // (addr NULL), of a live descriptor; the result is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ptr..ptr+len` is the mapping just made. The advice only
+        // tunes read-ahead; its failure changes nothing, so it is ignored.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+        Ok(Some(Mapping { ptr, len }))
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` points at `len` readable bytes, mapped for as long as
+        // `self` lives; the file is not modified while mapped (see the type's
+        // doc), so the bytes do not change under the shared borrow.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `of` made; no borrow of it
+        // outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }
 
 /// flock(2) with `LOCK_*` bits.

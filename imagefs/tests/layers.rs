@@ -5,17 +5,45 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use berth_imagefs::layer::{apply_layer, LayerError, LayerStats, Limits};
+use berth_imagefs::layer::{apply_layer, apply_layer_file, LayerError, LayerStats, Limits};
+use berth_imagefs::verify::compare;
 use berth_imagefs::Digest;
 use common::{gzip, tar_of, zstd, Scratch, E};
 use tar::EntryType;
 
+/// Applies `tar` onto `s.root` as a stream, and onto a second scratch area from a
+/// file (the mapped path an import takes), and checks that both ways agree: the
+/// same tree and digest, or the same kind of error, with nothing outside either
+/// root touched. Every test below thus covers both readers.
 fn apply_with(s: &Scratch, tar: &[u8], limits: Limits) -> Result<LayerStats, LayerError> {
     let fd = OwnedFd::from(fs::File::open(&s.root).unwrap());
-    apply_layer(tar, fd.as_fd(), &limits, &mut |_| {})
+    let streamed = apply_layer(tar, fd.as_fd(), &limits, &mut |_| {});
+
+    let mapped_scratch = Scratch::new();
+    let file = tempfile::tempfile().unwrap();
+    (&file).write_all(tar).unwrap();
+    let mapped_fd = OwnedFd::from(fs::File::open(&mapped_scratch.root).unwrap());
+    let mapped = apply_layer_file(&file, None, mapped_fd.as_fd(), &limits, &mut |_| {});
+    mapped_scratch.assert_outside_untouched();
+    match (&streamed, &mapped) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!((a.diff_id, a.entries), (b.diff_id, b.entries));
+            if let Err(e) = compare(fd.as_fd(), mapped_fd.as_fd(), "") {
+                panic!("the mapped layer differs from the streamed one: {e}");
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(
+            std::mem::discriminant(a),
+            std::mem::discriminant(b),
+            "streamed: {a}, mapped: {b}"
+        ),
+        (a, b) => panic!("streamed: {a:?}, mapped: {b:?}"),
+    }
+    streamed
 }
 
 fn apply(s: &Scratch, tar: &[u8]) -> Result<LayerStats, LayerError> {

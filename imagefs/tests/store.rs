@@ -182,11 +182,18 @@ fn blob_digest_and_size_mismatches_commit_nothing() {
 
 #[test]
 fn diff_id_mismatch_leaves_no_layer() {
+    // the shipped blob is a different tar than the one the diff_id names,
+    // compressed and plain (where the blob's own digest stands in for the hash)
+    let other = tar_of(&[E::file("evil", b"x")]);
+    for shipped in [gzip(&other), other.clone()] {
+        diff_id_mismatch_leaves_no_layer_when_shipped_as(&other, shipped);
+    }
+}
+
+fn diff_id_mismatch_leaves_no_layer_when_shipped_as(other: &[u8], shipped: Vec<u8>) {
     let t = tempfile::tempdir().unwrap();
     let mut layers = base_layers();
-    // the shipped blob is a different tar than the one the diff_id names
-    let other = tar_of(&[E::file("evil", b"x")]);
-    layers[1].1 = gzip(&other);
+    layers[1].1 = shipped;
     let img = oci_layout(&t.path().join("a"), &layers, None);
     let store = Store::open(t.path().join("s")).unwrap();
     let e = import(&store, &img.dir, &opts("x"), &mut |_| {}).unwrap_err();
@@ -202,12 +209,52 @@ fn diff_id_mismatch_leaves_no_layer() {
         _ => panic!("{e:?}"),
     }
     assert!(store.refs().unwrap().is_empty());
-    assert!(!store.has_layer(&Digest::of(&other)).unwrap());
+    assert!(!store.has_layer(&Digest::of(other)).unwrap());
     assert!(!store.has_layer(&Digest::of(&layers[1].0)).unwrap());
     assert!(
         !store.has_blob(&img.layer_blobs[1].0).unwrap(),
         "the bad layer's blob is not committed"
     );
+    assert_clean(&store);
+}
+
+/// Plain layers: a blob staged by this import was hashed while it was written,
+/// and that digest is the diff_id; a blob already in the store is hashed again
+/// when its layer is unpacked, so an altered one is caught.
+#[test]
+fn plain_layers_import_and_a_stored_blob_is_hashed_again() {
+    let t = tempfile::tempdir().unwrap();
+    let layers: Vec<_> = base_layers()
+        .into_iter()
+        .map(|(plain, _)| (plain.clone(), plain))
+        .collect();
+    let img = oci_layout(&t.path().join("a"), &layers, None);
+    let store = Store::open(t.path().join("s")).unwrap();
+    import(&store, &img.dir, &opts("x"), &mut |_| {}).unwrap();
+    let l0 = Digest::of(&layers[0].0);
+    let root = store.layer_dir_path(&l0);
+    assert_eq!(fs::read(root.join("etc/hostname")).unwrap(), b"berth\n");
+    assert_eq!(fs::read(root.join("data/a")).unwrap(), b"a");
+
+    // Alter the stored blob's file content (the tar stays well-formed: header
+    // checksums do not cover content), drop its layer, import again.
+    store.remove_layer(&l0).unwrap();
+    let blob = store.blob_path(&l0);
+    let mut bytes = fs::read(&blob).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"berth\n").unwrap();
+    bytes[at..at + 6].copy_from_slice(b"evil!\n");
+    fs::write(&blob, &bytes).unwrap();
+    let e = import(&store, &img.dir, &opts("x"), &mut |_| {}).unwrap_err();
+    match &e {
+        ImportError::Layer {
+            index: 0, source, ..
+        } => assert!(
+            source.to_string().contains("uncompressed layer is"),
+            "{source}"
+        ),
+        _ => panic!("{e:?}"),
+    }
+    assert!(!store.has_layer(&l0).unwrap());
     assert_clean(&store);
 }
 
