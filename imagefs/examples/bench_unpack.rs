@@ -4,20 +4,26 @@
 //! cargo run --release -p berth-imagefs --example bench_unpack -- [MiB] [files]
 //! ```
 //!
-//! Builds a layer of many files (default 256 MiB in 2,000 files plus 20,000
-//! small ones), writes it plain, gzip and zstd, then for each: GNU tar
-//! extracts it (`tar -x`, `tar -xzf`, `tar --zstd -xf`) and berth applies
-//! it as an import does (`apply_layer_file` on the staged blob, which
-//! sha256-hashes the stream for the diff_id unless the layer is plain: an
-//! import hashed that blob while staging it, and a plain blob's digest is its
-//! diff_id), and once more for plain with the hash (as `berth image verify`
-//! re-checks a stored blob), each
-//! into a fresh directory, with the page cache warm and a `sync` before
-//! every run; best of three each. Prints MB/s and berth/tar ratios, and the
-//! decode-only speed of berth's reader for each format. `BERTH_BENCH_DIR`
-//! chooses where to unpack (default /var/tmp). (The
-//! 64-layer overlay mount time is measured by the root test
-//! `real_tools::mount_64_and_128_layers`.)
+//! First, one layer of many files (default 256 MiB in 2,000 files plus 20,000
+//! small ones), written plain, gzip and zstd. For each, GNU tar extracts it
+//! (`tar -x`, `tar -xzf`, `tar --zstd -xf`) and berth applies it as an import
+//! does: `apply_layer_file` on the staged blob, which sha256-hashes the stream
+//! for the diff_id unless the layer is plain (the import hashed that blob while
+//! staging it, and a plain blob's digest is its diff_id). Plain runs once more
+//! with the hash, as `berth image verify` re-checks a stored blob. Each run
+//! unpacks into a fresh directory, with the page cache warm and a `sync`
+//! before it; best of three. Prints MB/s, berth/tar ratios, and the
+//! decode-only speed of berth's reader for each format.
+//!
+//! Then the whole import path on a three-layer image (see [`import_image`]):
+//! each layer's unpack inside the import beside `tar -x` of the same blob, and
+//! the import's total time. That figure includes committing the layer, whose
+//! `syncfs` waits for the disk's writeback: on a disk it shows durability's
+//! cost, on a tmpfs the unpack alone.
+//!
+//! `BERTH_BENCH_DIR` chooses where to unpack (default /var/tmp; /dev/shm takes
+//! the disk's writeback noise out of the comparison). The 64-layer overlay
+//! mount time is measured by the root test `real_tools::mount_64_and_128_layers`.
 
 use std::fs;
 use std::io::Write;
@@ -26,10 +32,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_imagefs::build::{write_oci_layout_of, ShippedLayer};
 use berth_imagefs::digest::Digest;
+use berth_imagefs::import::{import, Event, ImportOptions};
 use berth_imagefs::layer::{apply_layer_file, Limits};
+use berth_imagefs::oci::{RunConfig, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD};
+use berth_imagefs::Store;
 
-fn build_tar(mib: usize, files: usize) -> Vec<u8> {
+/// A layer of `files` files sharing `mib` MiB, plus `small` files of 100 bytes,
+/// every path under `prefix` (so that layers built with different prefixes differ).
+fn build_tar(mib: usize, files: usize, small: usize, prefix: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let per = (mib << 20) / files;
     let mut seed = 0x9e3779b97f4a7c15u64;
@@ -40,7 +52,8 @@ fn build_tar(mib: usize, files: usize) -> Vec<u8> {
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
         h.set_size(0);
-        b.append_data(&mut h, format!("d{d}/"), &[][..]).unwrap();
+        b.append_data(&mut h, format!("{prefix}d{d}/"), &[][..])
+            .unwrap();
     }
     for i in 0..files {
         for chunk in content.chunks_mut(64) {
@@ -59,21 +72,31 @@ fn build_tar(mib: usize, files: usize) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(per as u64);
-        b.append_data(&mut h, format!("d{}/f{i}", i / 100), content.as_slice())
-            .unwrap();
+        b.append_data(
+            &mut h,
+            format!("{prefix}d{}/f{i}", i / 100),
+            content.as_slice(),
+        )
+        .unwrap();
     }
-    for i in 0..20_000 {
+    for i in 0..small {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(100);
         b.append_data(
             &mut h,
-            format!("d{}/small{i}", i % (files / 100 + 1)),
+            format!("{prefix}d{}/small{i}", i % (files / 100 + 1)),
             &[b'x'; 100][..],
         )
         .unwrap();
     }
     b.into_inner().unwrap()
+}
+
+fn gzip(tar: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(tar).unwrap();
+    gz.finish().unwrap()
 }
 
 fn sync() {
@@ -129,17 +152,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let files: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    // Where layers are unpacked: a disk by default; a tmpfs (`BERTH_BENCH_DIR=/dev/shm`)
-    // takes the disk's writeback noise out of the comparison.
     let base = std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".to_owned());
     let dir = tempfile::tempdir_in(&base).unwrap();
     let d = dir.path();
-    let tar = build_tar(mib, files);
+    let tar = build_tar(mib, files, 20_000, "");
     let mb = tar.len() as f64 / 1e6;
     fs::write(d.join("l.tar"), &tar).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    fs::write(d.join("l.tar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(d.join("l.tar.gz"), gzip(&tar)).unwrap();
     fs::write(d.join("l.tar.zst"), zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
     println!(
         "layer: {mb:.0} MB uncompressed, {} entries",
@@ -175,4 +194,91 @@ fn main() {
             br / tr
         );
     }
+    import_image(d, mib, files);
+}
+
+/// The whole import path on a multi-layer image: an OCI layout of three
+/// different layers, a third of the size each, shipped plain, gzip and zstd, is
+/// imported into a fresh store (blobs copied and verified, layers unpacked,
+/// synced and committed). Each layer's unpack, from `LayerUnpacking` to
+/// `LayerUnpacked` (which includes committing it), is set beside `tar -x` of
+/// the same blob. Best of three.
+fn import_image(d: &Path, mib: usize, files: usize) {
+    let tars: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .map(|p| build_tar(mib / 3, files / 3, 20_000 / 3, p))
+        .collect();
+    let blobs = [
+        tars[0].clone(),
+        gzip(&tars[1]),
+        zstd::encode_all(&tars[2][..], 3).unwrap(),
+    ];
+    let kinds = [
+        ("plain", MT_OCI_LAYER, vec!["-xf"]),
+        ("gzip", MT_OCI_LAYER_GZIP, vec!["-xzf"]),
+        ("zstd", MT_OCI_LAYER_ZSTD, vec!["--zstd", "-xf"]),
+    ];
+    let layers: Vec<ShippedLayer<'_>> = tars
+        .iter()
+        .zip(&blobs)
+        .zip(&kinds)
+        .map(|((tar, blob), kind)| ShippedLayer {
+            diff_id: Digest::of(tar),
+            blob,
+            media_type: kind.1,
+        })
+        .collect();
+    let img = d.join("img");
+    write_oci_layout_of(&img, &layers, RunConfig::default(), "bench:latest").unwrap();
+    let total_mb = tars.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
+    println!();
+    println!(
+        "import of a {}-layer image, {total_mb:.0} MB uncompressed, into a fresh store:",
+        tars.len()
+    );
+
+    let mut unpack = [Duration::MAX; 3];
+    let mut whole = Duration::MAX;
+    for _ in 0..3 {
+        let store_dir = d.join("store");
+        let _ = fs::remove_dir_all(&store_dir);
+        let store = Store::open(&store_dir).unwrap();
+        sync();
+        let mut started = [None; 3];
+        let mut took = [Duration::MAX; 3];
+        let start = Instant::now();
+        import(&store, &img, &ImportOptions::default(), &mut |e| match e {
+            Event::LayerUnpacking { index } => started[*index] = Some(Instant::now()),
+            Event::LayerUnpacked { index, .. } => {
+                took[*index] = started[*index].map_or(Duration::MAX, |t| t.elapsed())
+            }
+            _ => {}
+        })
+        .unwrap();
+        whole = whole.min(start.elapsed());
+        for (best, t) in unpack.iter_mut().zip(took) {
+            *best = (*best).min(t);
+        }
+    }
+    println!(
+        "{:<13} {:>10} {:>10} {:>7}",
+        "layer", "tar MB/s", "berth MB/s", "ratio"
+    );
+    for ((tar, layer), ((name, _, flags), berth)) in
+        tars.iter().zip(&layers).zip(kinds.iter().zip(unpack))
+    {
+        let blob = img.join("blobs/sha256").join(Digest::of(layer.blob).hex());
+        let mut t = Duration::MAX;
+        for _ in 0..3 {
+            t = t.min(time_tar(&blob, flags, &d.join("out-tar")));
+        }
+        let mb = tar.len() as f64 / 1e6;
+        let (tr, br) = (mb / t.as_secs_f64(), mb / berth.as_secs_f64());
+        println!("{name:<13} {tr:>10.0} {br:>10.0} {:>6.2}x", br / tr);
+    }
+    println!(
+        "whole import (copy and verify blobs, unpack, commit): {:.0} ms, {:.0} MB/s",
+        whole.as_secs_f64() * 1e3,
+        total_mb / whole.as_secs_f64()
+    );
 }

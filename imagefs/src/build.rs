@@ -123,15 +123,48 @@ pub fn write_oci_layout(
     run: RunConfig,
     ref_name: &str,
 ) -> Result<Digest, BuildError> {
+    let tar = layer_tar(entries)?;
+    let diff_id = Digest::of(&tar);
+    let compressed = zstd::encode_all(tar.as_slice(), 19).map_err(BuildError::Tar)?;
+    let layer = ShippedLayer {
+        diff_id,
+        blob: &compressed,
+        media_type: MT_OCI_LAYER_ZSTD,
+    };
+    write_oci_layout_of(out, &[layer], run, ref_name)
+}
+
+/// A layer as an image ships it: the digest of its uncompressed tar, the blob
+/// (plain, gzip or zstd) and the blob's media type.
+pub struct ShippedLayer<'a> {
+    pub diff_id: Digest,
+    pub blob: &'a [u8],
+    pub media_type: &'static str,
+}
+
+/// Writes an OCI image layout at `out` holding one linux/amd64 image of
+/// `layers`, bottom first, named `ref_name`.
+pub fn write_oci_layout_of(
+    out: &Path,
+    layers: &[ShippedLayer<'_>],
+    run: RunConfig,
+    ref_name: &str,
+) -> Result<Digest, BuildError> {
     let blobs = out.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|source| BuildError::Write {
         path: blobs.clone(),
         source,
     })?;
-    let tar = layer_tar(entries)?;
-    let diff_id = Digest::of(&tar);
-    let compressed = zstd::encode_all(tar.as_slice(), 19).map_err(BuildError::Tar)?;
-    let layer = put_blob(out, &compressed)?;
+    let mut descriptors = Vec::with_capacity(layers.len());
+    for layer in layers {
+        descriptors.push(Descriptor {
+            media_type: layer.media_type.into(),
+            digest: put_blob(out, layer.blob)?,
+            size: layer.blob.len() as u64,
+            platform: None,
+            annotations: None,
+        });
+    }
     let platform = Platform::linux_amd64();
     let config = ImageConfig {
         architecture: platform.architecture.clone(),
@@ -141,7 +174,7 @@ pub fn write_oci_layout(
         config: Some(run),
         rootfs: RootFs {
             kind: "layers".into(),
-            diff_ids: vec![diff_id],
+            diff_ids: layers.iter().map(|l| l.diff_id).collect(),
         },
     };
     let config_bytes = json(&config);
@@ -156,13 +189,7 @@ pub fn write_oci_layout(
             platform: None,
             annotations: None,
         },
-        layers: vec![Descriptor {
-            media_type: MT_OCI_LAYER_ZSTD.into(),
-            digest: layer,
-            size: compressed.len() as u64,
-            platform: None,
-            annotations: None,
-        }],
+        layers: descriptors,
     };
     let manifest_bytes = json(&manifest);
     let manifest_digest = put_blob(out, &manifest_bytes)?;

@@ -425,6 +425,7 @@ impl Progress {
                 human(*done),
                 human(*total)
             )),
+            Event::LayerUnpacking { index } => self.line(format!("[{}/{n}] unpacking", index + 1)),
             Event::LayerProgress { index, done } => {
                 self.line(format!("[{}/{n}] unpacking {}", index + 1, human(*done)))
             }

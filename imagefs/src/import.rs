@@ -118,6 +118,10 @@ pub enum Event {
         index: usize,
         digest: Digest,
     },
+    /// The layer's blob is in staging and its unpacking starts.
+    LayerUnpacking {
+        index: usize,
+    },
     LayerProgress {
         index: usize,
         done: u64,
@@ -706,6 +710,7 @@ pub fn import(
             digest: desc.digest,
             source,
         };
+        observe(&Event::LayerUnpacking { index });
         let stats = layer::apply_layer_file(
             &blob,
             known,
