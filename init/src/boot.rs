@@ -97,6 +97,8 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     log::info!("watching {} power button(s)", buttons.len());
 
     let ready_ms = boot_ms();
+    // What boot read and parsed (the module index, the config) is freed by now.
+    berth_runtime::release_free_heap();
     let loaded: Vec<String> = crate::modules::loaded_modules().into_iter().collect();
     log::info!("loaded modules: {}", loaded.join(" "));
     match &config_error {

@@ -241,6 +241,8 @@ impl Supervisor {
                 .all(|u| !matches!(u.state, State::Waiting | State::Starting { .. }))
         {
             self.reported_started = true;
+            // Starting them parsed image configs and specs, all freed by now.
+            berth_runtime::release_free_heap();
             let running = self.units.iter().filter(|u| u.is_running()).count();
             log::info!(
                 "containers started: {running} of {} running; PID 1 rss {} KiB",

@@ -39,3 +39,4 @@ pub mod volume;
 
 pub use spawn::{Exit, Running, Runtime, StartError, Starting, Stdio};
 pub use spec::{ContainerSpec, Network, SpecError};
+pub use sys::release_free_heap;

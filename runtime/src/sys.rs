@@ -210,6 +210,15 @@ pub fn reset_signals() {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
+/// malloc_trim(3): hands the heap's free pages back to the kernel. A long-lived
+/// process calls it after a burst of short-lived allocations (PID 1 after boot, or
+/// after starting its containers), which glibc would otherwise keep for reuse.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only walks and trims glibc's own heap under its lock; it
+    // takes a plain integer and touches no memory the caller owns.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// `_exit(2)`: ends the child without running the caller's atexit handlers or
 /// flushing buffers it copied from the parent.
 pub fn exit_now(code: i32) -> ! {
