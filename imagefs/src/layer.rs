@@ -4,10 +4,9 @@
 //! first bytes. A second thread decompresses, hashes (the `diff_id`) and
 //! counts bytes against the budget while this one creates files, so given a
 //! second core neither decompression nor sha256 adds to the unpack time.
-//! A plain layer in a file ([`apply_layer_file`], what an import uses) is
-//! mapped instead: file content is written straight from the mapping, and
-//! the second thread only hashes, or not at all when the caller has just
-//! hashed the blob itself.
+//! A plain layer whose blob an import has just staged and hashed
+//! ([`apply_layer_file`]) is mapped instead: file content is written straight
+//! from the mapping, and the blob's digest is its diff_id.
 //! Every entry is created relative to the layer's directory fd: the parent
 //! is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
 //! `..`, absolute paths and symlinks (however they point) resolve inside
@@ -442,23 +441,21 @@ fn apply_entries<R: Read + Seek>(
 }
 
 /// Apply the layer in `file` (compressed or not) onto `root`, an empty
-/// directory: [`apply_layer`] for a file that can be mapped into memory.
-///
-/// An uncompressed layer, the common case for images built locally and the
-/// one where the work around the file system shows most, is then neither
-/// read nor copied: one thread hashes the mapped bytes while this one
-/// writes each file's content straight from them, as GNU tar writes from
-/// its read buffer. A compressed layer is decompressed from the mapping.
+/// directory, as [`apply_layer`] does for a stream.
 ///
 /// `known` is the sha256 of the file's bytes when the caller computed it
-/// itself over exactly these bytes: a blob it just wrote into staging and
-/// verified. For a plain tar that digest is the diff_id, so the bytes are
-/// not hashed a second time. Pass `None` for anything else (a blob that has
-/// been on disk, where the check must see what is there now).
+/// itself over exactly these bytes: a blob it has just written into staging
+/// and verified. For a plain tar that digest is the diff_id, and the layer
+/// is applied from the file mapped into memory: file content is written
+/// straight from the mapping (GNU tar writes from its read buffer; here
+/// there is no read at all) and nothing is hashed a second time. Anything
+/// else (a compressed layer, or a blob that has been on disk, which must be
+/// checked as it is now) is read as a stream and hashed.
 ///
-/// `file` must not change while it is applied: it is meant for the store's
-/// own blobs (see [`sys::Mapping`]). A file that cannot be mapped is read
-/// as a stream.
+/// With `known`, `file` must not change while it is applied (see
+/// [`sys::Mapping`]): the store's staged blobs qualify. A read error of the
+/// just-written blob would show as SIGBUS rather than as an error; a stored
+/// blob, which may have gone bad on disk, is never mapped.
 pub fn apply_layer_file(
     file: &File,
     known: Option<Digest>,
@@ -466,20 +463,22 @@ pub fn apply_layer_file(
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<LayerStats, LayerError> {
+    let stream = |progress: &mut dyn FnMut(u64)| {
+        let mut f = file;
+        f.seek(SeekFrom::Start(0)).map_err(LayerError::Read)?;
+        apply_layer(BufReader::with_capacity(CHUNK, f), root, limits, progress)
+    };
+    let Some(known) = known else {
+        return stream(progress);
+    };
     let mapping = match sys::Mapping::of(file) {
         Ok(Some(m)) => m,
-        Ok(None) | Err(_) => {
-            return apply_layer(
-                BufReader::with_capacity(CHUNK, file),
-                root,
-                limits,
-                progress,
-            )
-        }
+        Ok(None) | Err(_) => return stream(progress),
     };
     let bytes = mapping.bytes();
     if detect(&mut &bytes[..])? != Compression::None {
-        return apply_layer(bytes, root, limits, progress);
+        drop(mapping);
+        return stream(progress);
     }
     let tar_bytes = bytes.len() as u64;
     if tar_bytes > limits.max_bytes {
@@ -488,50 +487,55 @@ pub fn apply_layer_file(
             limit: limits.max_bytes,
         });
     }
-    let stop = AtomicBool::new(false);
-    let not_tripped = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let hashing = known
-            .is_none()
-            .then(|| scope.spawn(|| hash_until(bytes, &stop)));
-        let mut archive = tar::Archive::new(io::Cursor::new(bytes));
-        let mut a = Applier::new(root, limits, Some(bytes));
-        let applied = apply_entries(&mut archive, &mut a, &not_tripped, progress);
-        if applied.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        let hashed = hashing.map(|h| h.join());
-        applied?;
-        let diff_id = match (known, hashed) {
-            (Some(digest), _) => digest,
-            (None, Some(Ok(Some(hasher)))) => hasher.finish(),
-            (None, _) => {
-                return Err(LayerError::Read(io::Error::other(
-                    "hashing thread panicked",
-                )))
-            }
-        };
-        progress(tar_bytes);
-        Ok(LayerStats {
-            diff_id,
-            tar_bytes,
-            entries: a.entries,
-            skipped_nodes: a.skipped_nodes,
-        })
+    let mut archive = tar::Archive::new(InMemory { bytes, pos: 0 });
+    let mut a = Applier::new(root, limits, Some(bytes));
+    apply_entries(&mut archive, &mut a, &AtomicBool::new(false), progress)?;
+    progress(tar_bytes);
+    Ok(LayerStats {
+        diff_id: known,
+        tar_bytes,
+        entries: a.entries,
+        skipped_nodes: a.skipped_nodes,
     })
 }
 
-/// sha256 of `bytes`, or `None` once `stop` is set (the applier failed and
-/// the digest is not wanted).
-fn hash_until(bytes: &[u8], stop: &AtomicBool) -> Option<Hasher> {
-    let mut hasher = Hasher::new();
-    for piece in bytes.chunks(CHUNK) {
-        if stop.load(Ordering::Relaxed) {
-            return None;
+/// A tar stream held in memory, read and skipped like [`Chunks`]: a skip past
+/// the end is an error (`Cursor` would allow it, and the tar reader would then
+/// take the missing bytes for a clean end of the archive).
+struct InMemory<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Read for InMemory<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = buf.len().min(rest.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
         }
-        hasher.update(piece);
+        self.pos += n;
+        Ok(n)
     }
-    Some(hasher)
+}
+
+impl Seek for InMemory<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let to = match to {
+            SeekFrom::Current(delta) => i64::try_from(self.pos)
+                .ok()
+                .and_then(|p| p.checked_add(delta))
+                .and_then(|p| usize::try_from(p).ok()),
+            _ => None,
+        };
+        match to {
+            Some(p) if p <= self.bytes.len() => {
+                self.pos = p;
+                Ok(p as u64)
+            }
+            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
 }
 
 /// A cleaned tar path: `/`-separated components, none of them `""`, `.` or
@@ -599,6 +603,14 @@ fn rel_cstring(path: &[u8]) -> CString {
     // A NUL cannot appear in a tar name we parsed (CString::new would refuse
     // it, and `cstr` refuses the entry before its path is used).
     CString::new(path).unwrap_or_else(|_| c".".to_owned())
+}
+
+/// The stream ended before an entry's content did.
+fn truncated(shown: &str) -> LayerError {
+    LayerError::Read(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the layer ends inside the content of {shown}"),
+    ))
 }
 
 fn cstr(bytes: &[u8], path: &str) -> Result<CString, LayerError> {
@@ -1064,12 +1076,7 @@ impl<'a> Applier<'a> {
                 .ok()
                 .and_then(|start| whole.get(start..))
                 .and_then(|rest| rest.get(..usize::try_from(size).ok()?))
-                .ok_or_else(|| {
-                    LayerError::Read(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the layer ends inside the content of {shown}"),
-                    ))
-                })?;
+                .ok_or_else(|| truncated(shown))?;
             file.write_all(data).map_err(|source| LayerError::Write {
                 path: shown.into(),
                 source,
@@ -1097,6 +1104,7 @@ impl<'a> Applier<'a> {
         if self.buf.is_empty() {
             self.buf = vec![0u8; CHUNK];
         }
+        let mut copied = 0u64;
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -1114,6 +1122,10 @@ impl<'a> Applier<'a> {
                     path: shown.into(),
                     source,
                 })?;
+            copied += n as u64;
+        }
+        if copied != entry.size() {
+            return Err(truncated(shown));
         }
         Ok(())
     }

@@ -16,7 +16,8 @@ use common::{gzip, tar_of, zstd, Scratch, E};
 use tar::EntryType;
 
 /// Applies `tar` onto `s.root` as a stream, and onto a second scratch area from a
-/// file (the mapped path an import takes), and checks that both ways agree: the
+/// file with its digest known (the mapped path an import takes for a plain
+/// layer), and checks that both ways agree: the
 /// same tree and digest, or the same kind of error, with nothing outside either
 /// root touched. Every test below thus covers both readers.
 fn apply_with(s: &Scratch, tar: &[u8], limits: Limits) -> Result<LayerStats, LayerError> {
@@ -27,7 +28,10 @@ fn apply_with(s: &Scratch, tar: &[u8], limits: Limits) -> Result<LayerStats, Lay
     let file = tempfile::tempfile().unwrap();
     (&file).write_all(tar).unwrap();
     let mapped_fd = OwnedFd::from(fs::File::open(&mapped_scratch.root).unwrap());
-    let mapped = apply_layer_file(&file, None, mapped_fd.as_fd(), &limits, &mut |_| {});
+    // The digest a caller that just wrote the file would know: for a plain
+    // tar this takes the mapped path, for a compressed one the stream.
+    let known = Some(Digest::of(tar));
+    let mapped = apply_layer_file(&file, known, mapped_fd.as_fd(), &limits, &mut |_| {});
     mapped_scratch.assert_outside_untouched();
     match (&streamed, &mapped) {
         (Ok(a), Ok(b)) => {
@@ -628,6 +632,26 @@ fn truncated_and_garbage_streams_fail_cleanly() {
     let tar = tar_of(&[E::file("a", &[1u8; 5000])]);
     let s = Scratch::new();
     assert!(apply(&s, &tar[..1000]).is_err());
+    // the content is all there but the padding after it is cut off
+    let s = Scratch::new();
+    assert!(apply(&s, &tar[..512 + 5000]).is_err());
+    // a symlink whose header claims content that is not there
+    let mut long = tar_of(&[E::symlink("l", "target")]);
+    long[124..135].copy_from_slice(b"00000010000");
+    let sum: u32 = long[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    long[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let s = Scratch::new();
+    assert!(apply(&s, &long[..1024]).is_err());
     let s = Scratch::new();
     let gz = gzip(&tar);
     assert!(apply(&s, &gz[..gz.len() / 2]).is_err());
