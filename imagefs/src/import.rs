@@ -699,25 +699,27 @@ pub fn import(
         }
         let staging = store.staging_dir("layer")?;
         let diff = staging.make_diff_dir()?;
-        // A blob staged just now was hashed while it was written: for a plain
-        // layer that digest is the diff_id. One already stored is hashed again.
-        let (blob, known) = match &staged {
-            Some(s) => (s.open()?, Some(s.digest())),
-            None => (store.open_blob(&desc.digest)?, None),
-        };
         let lerr = |source| ImportError::Layer {
             index,
             digest: desc.digest,
             source,
         };
         observe(&Event::LayerUnpacking { index });
-        let stats = layer::apply_layer_file(
-            &blob,
-            known,
-            std::os::fd::AsFd::as_fd(&diff),
-            &opts.limits,
-            &mut |done| observe(&Event::LayerProgress { index, done }),
-        )
+        let root = std::os::fd::AsFd::as_fd(&diff);
+        let mut progress = |done| observe(&Event::LayerProgress { index, done });
+        // A blob staged just now was hashed while it was written: for a plain
+        // layer that digest is the diff_id. One already stored is hashed again.
+        let stats = match &staged {
+            Some(s) => {
+                layer::apply_staged_layer(&s.open()?, s.digest(), root, &opts.limits, &mut progress)
+            }
+            None => layer::apply_layer(
+                store.open_blob(&desc.digest)?,
+                root,
+                &opts.limits,
+                &mut progress,
+            ),
+        }
         .map_err(lerr)?;
         if stats.diff_id != *diff_id {
             return Err(lerr(LayerError::DiffIdMismatch {

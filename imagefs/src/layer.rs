@@ -5,7 +5,7 @@
 //! counts bytes against the budget while this one creates files, so given a
 //! second core neither decompression nor sha256 adds to the unpack time.
 //! A plain layer whose blob an import has just staged and hashed
-//! ([`apply_layer_file`]) is mapped instead: file content is written straight
+//! ([`apply_staged_layer`]) is mapped instead: file content is written straight
 //! from the mapping, and the blob's digest is its diff_id.
 //! Every entry is created relative to the layer's directory fd: the parent
 //! is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
@@ -440,25 +440,25 @@ fn apply_entries<R: Read + Seek>(
     a.finish_dir_times()
 }
 
-/// Apply the layer in `file` (compressed or not) onto `root`, an empty
-/// directory, as [`apply_layer`] does for a stream.
+/// Apply the layer blob in `file`, which the caller has just written into
+/// staging and hashed to `digest` while writing it, onto `root`, an empty
+/// directory.
 ///
-/// `known` is the sha256 of the file's bytes when the caller computed it
-/// itself over exactly these bytes: a blob it has just written into staging
-/// and verified. For a plain tar that digest is the diff_id, and the layer
-/// is applied from the file mapped into memory: file content is written
-/// straight from the mapping (GNU tar writes from its read buffer; here
-/// there is no read at all) and nothing is hashed a second time. Anything
-/// else (a compressed layer, or a blob that has been on disk, which must be
-/// checked as it is now) is read as a stream and hashed.
+/// For a plain tar that digest is the diff_id, so the layer is applied from
+/// the file mapped into memory: file content is written straight from the
+/// mapping (GNU tar writes from its read buffer; here there is no read at
+/// all) and nothing is hashed a second time. A compressed blob, or one that
+/// cannot be mapped, goes through [`apply_layer`], which hashes what it
+/// decompresses. A blob that has been on disk (already stored, or being
+/// verified) is not for this function: it must be hashed as it is now, so
+/// it goes through [`apply_layer`] too.
 ///
-/// With `known`, `file` must not change while it is applied (see
-/// [`sys::Mapping`]): the store's staged blobs qualify. A read error of the
-/// just-written blob would show as SIGBUS rather than as an error; a stored
-/// blob, which may have gone bad on disk, is never mapped.
-pub fn apply_layer_file(
+/// `file` must not change while it is applied (see [`sys::Mapping`]), which a
+/// staged blob does not. A read error of the just-written blob would show as
+/// SIGBUS rather than as an error.
+pub fn apply_staged_layer(
     file: &File,
-    known: Option<Digest>,
+    digest: Digest,
     root: BorrowedFd<'_>,
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
@@ -466,10 +466,7 @@ pub fn apply_layer_file(
     let stream = |progress: &mut dyn FnMut(u64)| {
         let mut f = file;
         f.seek(SeekFrom::Start(0)).map_err(LayerError::Read)?;
-        apply_layer(BufReader::with_capacity(CHUNK, f), root, limits, progress)
-    };
-    let Some(known) = known else {
-        return stream(progress);
+        apply_layer(f, root, limits, progress)
     };
     let mapping = match sys::Mapping::of(file) {
         Ok(Some(m)) => m,
@@ -492,7 +489,7 @@ pub fn apply_layer_file(
     apply_entries(&mut archive, &mut a, &AtomicBool::new(false), progress)?;
     progress(tar_bytes);
     Ok(LayerStats {
-        diff_id: known,
+        diff_id: digest,
         tar_bytes,
         entries: a.entries,
         skipped_nodes: a.skipped_nodes,

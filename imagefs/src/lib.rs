@@ -74,7 +74,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     line
 }
 pub use import::{import, Event, ImportError, ImportOptions, ImportReport};
-pub use layer::{apply_layer, apply_layer_file, LayerError, Limits};
+pub use layer::{apply_layer, apply_staged_layer, LayerError, Limits};
 pub use reference::Reference;
 pub use store::{Store, StoreError};
 

@@ -301,10 +301,10 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// A whole file mapped read-only (mmap(2)), unmapped on drop.
 ///
-/// Only for files that nothing changes while they are mapped: the store's
-/// blobs, which are written once into staging, renamed into place and never
-/// written again. (Writing one means being root inside the store, and a file
-/// truncated under the mapping would fault its reader with SIGBUS.)
+/// Only for files that nothing changes while they are mapped: blobs an import
+/// has just written into the store's staging, which nothing writes again.
+/// (Writing one means being root inside the store, and a file truncated under
+/// the mapping would fault its reader with SIGBUS.)
 pub struct Mapping {
     ptr: std::ptr::NonNull<u8>,
     len: usize,

@@ -140,7 +140,7 @@ fn check_layer(
     let staging = store.staging_dir("verify")?;
     let fresh = staging.make_diff_dir()?;
     let f = store.open_blob(blob)?;
-    match layer::apply_layer_file(&f, None, fresh.as_fd(), &Limits::default(), &mut |_| {}) {
+    match layer::apply_layer(f, fresh.as_fd(), &Limits::default(), &mut |_| {}) {
         Ok(stats) if stats.diff_id == *diff_id => {}
         Ok(stats) => return Ok(Some(format!("blob unpacks to {}", stats.diff_id))),
         Err(e) => return Ok(Some(format!("blob no longer unpacks: {e}"))),

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use berth_imagefs::layer::{apply_layer, apply_layer_file, LayerError, LayerStats, Limits};
+use berth_imagefs::layer::{apply_layer, apply_staged_layer, LayerError, LayerStats, Limits};
 use berth_imagefs::verify::compare;
 use berth_imagefs::Digest;
 use common::{gzip, tar_of, zstd, Scratch, E};
@@ -30,8 +30,13 @@ fn apply_with(s: &Scratch, tar: &[u8], limits: Limits) -> Result<LayerStats, Lay
     let mapped_fd = OwnedFd::from(fs::File::open(&mapped_scratch.root).unwrap());
     // The digest a caller that just wrote the file would know: for a plain
     // tar this takes the mapped path, for a compressed one the stream.
-    let known = Some(Digest::of(tar));
-    let mapped = apply_layer_file(&file, known, mapped_fd.as_fd(), &limits, &mut |_| {});
+    let mapped = apply_staged_layer(
+        &file,
+        Digest::of(tar),
+        mapped_fd.as_fd(),
+        &limits,
+        &mut |_| {},
+    );
     mapped_scratch.assert_outside_untouched();
     match (&streamed, &mapped) {
         (Ok(a), Ok(b)) => {
