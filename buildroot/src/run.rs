@@ -319,10 +319,8 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
                     Ok(status) => exited = Some(status),
                 }
             } else if exited.is_none() {
-                // Once reaped, the pid may already be another process's: forward
-                // nothing more.
                 log::debug!("forwarding {sig} to the container");
-                let _ = nix::sys::signal::kill(container.pid, sig);
+                let _ = container.signal(sig);
             }
         }
         if let Some(status) = exited {

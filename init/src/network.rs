@@ -1,6 +1,6 @@
 //! PID 1's side of networking: the netd child process, and the container bridge.
 //!
-//! netd (`berth-init netd`, see `berth_netd::host`) configures the host's interfaces
+//! netd (`berth-helper netd`, see `berth_netd::host`) configures the host's interfaces
 //! and runs DHCP, which parses bytes from the network, so it runs outside PID 1. PID 1
 //! starts it, reads its `online`/`offline` lines, and starts it again after a crash
 //! (1 s, doubling to 30 s).
@@ -16,7 +16,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_netd::bridge;
-use berth_netd::config::BridgeConfig;
 use berth_netd::container::Attachment;
 use berth_netd::ipam::{Holder, Ipam};
 use berth_netd::netlink::Netlink;
@@ -59,11 +58,7 @@ pub fn prepare_bridge(
     ipam_dir: &Path,
 ) -> Result<BTreeMap<String, Attachment>, String> {
     let started = Instant::now();
-    // This machine is berth's: it forwards its containers' traffic and nothing else.
-    let bridge_config = &BridgeConfig {
-        forward_only_containers: true,
-        ..config.network.bridge.clone()
-    };
+    let bridge_config = &config.network.bridge;
     let mut nl = Netlink::open().map_err(|e| e.to_string())?;
     let br = bridge::ensure(&mut nl, bridge_config).map_err(|e| e.to_string())?;
     let ipam = Ipam::new(ipam_dir, bridge_config.subnet);
@@ -80,7 +75,8 @@ pub fn prepare_bridge(
         peers.push((c.name.0.clone(), address));
     }
     // Without NAT the containers still reach each other and the host: start them.
-    let published = match bridge::apply_nat_from_leases(bridge_config, &ipam) {
+    // This machine is berth's: it forwards its containers' traffic and nothing else.
+    let published = match bridge::apply_nat_from_leases(bridge_config, &ipam, true) {
         Ok(leases) => leases.iter().map(|l| l.ports.len()).sum(),
         Err(e) => {
             log::error!("bridge NAT: {e}; containers start without egress or published ports");

@@ -233,6 +233,7 @@ impl Supervisor {
             }
         }
         if !self.reported_started
+            && !self.shutting_down
             && self.images_ready
             && !self.units.is_empty()
             && self
@@ -255,9 +256,7 @@ impl Supervisor {
                 match killed {
                     None if start.deadline() <= now => {
                         Self::report_start_error(&mut u.log, &start.timeout_error());
-                        // Not reaped yet (reaping happens on this thread, and a reaped
-                        // child leaves Starting), so the pid is still this child's.
-                        let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                        start.kill();
                         *killed = Some(now);
                     }
                     Some(at) if *at + KILL_WAIT <= now => {
@@ -377,10 +376,8 @@ impl Supervisor {
     }
 
     /// Reads a starting container's report; moves it to `Running` once its program
-    /// runs, or kills it when setup failed (its exit finishes the job). `reaped`: the
-    /// child has already been reaped, so its pid may be another process's now and
-    /// must not be signalled.
-    fn on_setup_ready(unit: &mut Unit, reaped: bool) {
+    /// runs, or kills it when setup failed (its exit finishes the job).
+    fn on_setup_ready(unit: &mut Unit) {
         let State::Starting {
             start,
             killed: None,
@@ -411,9 +408,7 @@ impl Supervisor {
             }
             Some(Err(e)) => {
                 Self::report_start_error(&mut unit.log, &e);
-                if !reaped {
-                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
-                }
+                start.kill();
                 if let State::Starting { killed, .. } = &mut unit.state {
                     *killed = Some(Instant::now());
                 }
@@ -468,7 +463,7 @@ impl Supervisor {
         };
         if matches!(unit.state, State::Starting { killed: None, .. }) {
             // The child's end of the pipe is closed now: the report is complete.
-            Self::on_setup_ready(unit, true);
+            Self::on_setup_ready(unit);
         }
         // A check still in flight dies with the container's cgroup; it is reaped as a
         // stranger.
@@ -605,7 +600,7 @@ impl Supervisor {
             }
             Ready::Setup(i) => {
                 if let Some(u) = self.units.get_mut(i) {
-                    Self::on_setup_ready(u, false);
+                    Self::on_setup_ready(u);
                 }
             }
         }
@@ -652,7 +647,7 @@ impl Supervisor {
                     unit.spec.name,
                     unit.config.stop_timeout.0.as_millis()
                 );
-                let _ = nix::sys::signal::kill(run.pid, sig);
+                let _ = run.signal(sig);
                 // Timed from after the log line, so that the console never shows a kill
                 // sooner than `stop_timeout` after "stopping".
                 unit.state = State::Stopping {
@@ -678,7 +673,7 @@ impl Supervisor {
                     killed: killed @ None,
                 } => {
                     log::info!("container {}: still starting: killed", u.spec.name);
-                    let _ = nix::sys::signal::kill(start.pid, Signal::SIGKILL);
+                    start.kill();
                     *killed = Some(Instant::now());
                 }
                 _ => {}

@@ -61,10 +61,11 @@ pub fn ensure(nl: &mut Netlink, config: &BridgeConfig) -> Result<Bridge, BridgeE
 }
 
 /// Rewrites the NAT table from every live lease's published ports, under the lease
-/// lock; returns those leases.
+/// lock; returns those leases. `forward_only_containers` as for [`apply_nat`].
 pub fn apply_nat_from_leases(
     config: &BridgeConfig,
     ipam: &Ipam,
+    forward_only_containers: bool,
 ) -> Result<Vec<Lease>, BridgeError> {
     ipam.with_live_leases(|leases| {
         let ports: Vec<PortForward> = leases
@@ -79,12 +80,13 @@ pub fn apply_nat_from_leases(
                 })
             })
             .collect();
-        apply_nat(config, ports).map(|()| leases.to_vec())
+        apply_nat(config, ports, forward_only_containers).map(|()| leases.to_vec())
     })?
 }
 
 /// A container joined to the bridge by a process that is not PID 1 (`berth run`): its
-/// lease, given back when this is dropped.
+/// lease, given back when this is dropped. The host is an ordinary one, whose own
+/// forwarding the NAT table leaves alone.
 pub struct Joined {
     ipam: Ipam,
     config: BridgeConfig,
@@ -114,7 +116,7 @@ pub fn join(
         name: name.to_owned(),
         holder,
     };
-    let peers = apply_nat_from_leases(config, &joined.ipam)?
+    let peers = apply_nat_from_leases(config, &joined.ipam, false)?
         .into_iter()
         .map(|l| (l.name, l.address))
         .collect();
@@ -144,7 +146,7 @@ impl Joined {
     /// Gives the address back and removes the container's ports from the NAT table.
     fn give_back(&self) -> Result<(), BridgeError> {
         self.ipam.release(&self.name, self.holder)?;
-        apply_nat_from_leases(&self.config, &self.ipam)?;
+        apply_nat_from_leases(&self.config, &self.ipam, false)?;
         Ok(())
     }
 }
@@ -163,7 +165,16 @@ impl Drop for Joined {
 /// sources to the bridge (`route_localnet`) only while a port the host's 127.0.0.1 can
 /// reach is published; the table's `guard` chain keeps the bridge from reaching the host's
 /// loopback either way.
-pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), BridgeError> {
+///
+/// `forward_only_containers`: the machine forwards nothing but its containers' traffic
+/// (PID 1 on a berth host, where berth turns forwarding on for its containers only).
+/// False for `berth run` on an ordinary host, whose own forwarding (Docker, libvirt, a
+/// VPN) must keep working.
+pub fn apply_nat(
+    config: &BridgeConfig,
+    ports: Vec<PortForward>,
+    forward_only_containers: bool,
+) -> Result<(), BridgeError> {
     // Reaching a port from the host's own 127.0.0.1 (published on every address, or on
     // a loopback one) routes a loopback source to the bridge.
     let localnet = ports
@@ -173,7 +184,7 @@ pub fn apply_nat(config: &BridgeConfig, ports: Vec<PortForward>) -> Result<(), B
         bridge: config.name.0.clone(),
         subnet: config.subnet,
         ports,
-        forward_only_containers: config.forward_only_containers,
+        forward_only_containers,
     });
     // route_localnet only with the table (and its guard chain) in place.
     let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name.0);

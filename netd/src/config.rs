@@ -131,12 +131,6 @@ pub struct BridgeConfig {
     /// The container subnet; the first host address is the bridge's (the gateway).
     #[serde(default = "default_subnet", deserialize_with = "container_subnet")]
     pub subnet: Ipv4Net,
-    /// Whether the machine forwards nothing but its containers' traffic: set by PID 1
-    /// on a berth host, where berth turns forwarding on for its containers only. Off
-    /// (and not a config key) for `berth run` on an ordinary host, whose own
-    /// forwarding (Docker, libvirt, a VPN) must keep working.
-    #[serde(skip)]
-    pub forward_only_containers: bool,
 }
 
 impl Default for BridgeConfig {
@@ -144,7 +138,6 @@ impl Default for BridgeConfig {
         BridgeConfig {
             name: default_bridge(),
             subnet: default_subnet(),
-            forward_only_containers: false,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! encoded and decoded by the `dhcproto` crate; this module checks what a hostile or
 //! broken server may send before any of it reaches the kernel or `/etc/resolv.conf`.
 //!
-//! It runs in `berth-init netd`, never in PID 1: a reply that crashes it costs a restart
+//! It runs in `berth-helper netd`, never in PID 1: a reply that crashes it costs a restart
 //! of that process, nothing more.
 //!
 //! The socket is a UDP socket on port 68 bound to the interface (`SO_BINDTODEVICE`), and

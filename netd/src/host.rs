@@ -1,4 +1,4 @@
-//! The host's own network: the netd process (`berth-init netd`), a child of PID 1.
+//! The host's own network: the netd process (`berth-helper netd`), a child of PID 1.
 //!
 //! It brings up every configured interface (or, without `[[network.interface]]`, every
 //! ethernet-like one), applies static addresses, routes and nameservers, and runs one

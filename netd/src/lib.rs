@@ -8,7 +8,7 @@
 //! - [`container`]: joining a container to the bridge from inside its child process.
 //! - [`bridge`]: the host side of the container network (bridge, gateway, forwarding).
 //! - [`dhcp`] and [`host`]: the host's own addresses, by DHCPv4 or from the config, run
-//!   by `berth-init netd`, a child process of PID 1, never by PID 1 itself.
+//!   by `berth-helper netd`, a child process of PID 1, never by PID 1 itself.
 //! - [`config`]: the `[network]` table.
 
 pub mod addr;

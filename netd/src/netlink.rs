@@ -1,9 +1,10 @@
 //! A small synchronous rtnetlink client: links, addresses, routes, bridges and veth pairs.
 //!
 //! Messages are built with `netlink-packet-route` (the message layer of the `rtnetlink`
-//! crate) and sent over a blocking `netlink-sys` socket, one request at a time; replies
-//! are decoded only as far as this client reads them (see [`Reply`]): PID 1's helpers and the container child are single-threaded, and an async
-//! runtime would cost more than every request it could overlap.
+//! crate) and sent over a blocking `netlink-sys` socket, one request at a time: PID 1,
+//! its helpers and the container child are single-threaded, and an async runtime would
+//! cost more than every request it could overlap. Replies are decoded only as far as
+//! this client reads them (see [`Reply`]).
 //!
 //! A socket works in the network namespace it was created in, whatever namespace the
 //! process later enters; the container child relies on that to configure both ends of a

@@ -125,7 +125,7 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
                 container_port: 53,
             },
         ];
-        bridge::apply_nat(&config, ports.clone()).unwrap();
+        bridge::apply_nat(&config, ports.clone(), false).unwrap();
         let listing = run(&["nft", "list", "table", "ip", "berth"]);
         for expect in [
             "type nat hook prerouting priority dstnat",
@@ -152,11 +152,7 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
         // machine's other forwarding is left alone. A berth host's config drops every
         // other forwarded packet.
         assert!(listing.contains("oifname \"berth0\" drop"), "{listing}");
-        let host = BridgeConfig {
-            forward_only_containers: true,
-            ..BridgeConfig::default()
-        };
-        bridge::apply_nat(&host, ports.clone()).unwrap();
+        bridge::apply_nat(&config, ports.clone(), true).unwrap();
         let listing = run(&["nft", "list", "table", "ip", "berth"]);
         assert!(!listing.contains("oifname \"berth0\" drop"), "{listing}");
         assert!(
@@ -164,7 +160,7 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
             "no catch-all drop on a berth host:\n{listing}"
         );
         // Applying again replaces: nothing doubles. Fewer ports: the old rule is gone.
-        bridge::apply_nat(&config, ports[..1].to_vec()).unwrap();
+        bridge::apply_nat(&config, ports[..1].to_vec(), false).unwrap();
         let again = run(&["nft", "list", "table", "ip", "berth"]);
         assert_eq!(again.matches("dnat to").count(), 2, "{again}");
         assert!(!again.contains("5353"), "{again}");
@@ -178,7 +174,7 @@ fn nat_table_reads_back_as_written_and_is_replaced_whole() {
                 container_port: 80,
             })
             .collect();
-        bridge::apply_nat(&config, many).unwrap();
+        bridge::apply_nat(&config, many, false).unwrap();
         let big = run(&["nft", "list", "table", "ip", "berth"]);
         assert_eq!(big.matches("dnat to").count(), 1000);
         assert_eq!(
@@ -214,6 +210,7 @@ fn published_port_and_egress_with_real_traffic() {
                 container_ip,
                 container_port: 80,
             }],
+            false,
         )
         .unwrap();
 

@@ -48,7 +48,7 @@ pub enum Resolve {
 }
 
 impl Resolve {
-    fn flags(self) -> ResolveFlag {
+    pub(crate) fn flags(self) -> ResolveFlag {
         match self {
             Resolve::NoSymlinks => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
             Resolve::InRoot => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,

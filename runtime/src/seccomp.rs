@@ -143,6 +143,8 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
 /// `personality(2)` values Docker allows: the default, `UNAME26`, `ADDR_NO_RANDOMIZE`
 /// and both, plus the query value.
 const PERSONALITIES: &[u64] = &[0x0, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
+// `personality_block` jumps over the remaining tests with an 8-bit offset.
+const _: () = assert!(PERSONALITIES.len() < 256);
 
 /// `AUDIT_ARCH_X86_64` (linux/audit.h): `EM_X86_64` | 64-bit | little-endian.
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -282,20 +284,23 @@ pub fn compile(caps: &CapsHashSet) -> Program {
             ],
         ));
     }
-    // A chain of `jeq NR → its block`; each block follows the chain in order.
+    // A chain of `jeq NR; ja its block` pairs (a `ja` takes a 32-bit offset where a
+    // `jeq` target is 8 bits, so no block is ever out of reach); each block follows
+    // the chain in order.
     let chain_len = special.len();
-    let mut offset = 0usize;
+    let mut offset = 0u32;
     for (i, (nr, block)) in special.iter().enumerate() {
-        // From the instruction after this `jeq` to the block: the rest of the
-        // chain, the `ja` over the blocks, then the earlier blocks.
-        let to_block = (chain_len - i - 1) + 1 + offset;
-        // At most a few dozen: the chain and its blocks are fixed and short (the
-        // tests run every path through them).
-        debug_assert!(to_block <= usize::from(u8::MAX));
-        p.push(jump(libc::BPF_JEQ, *nr, to_block as u8, 0));
-        offset += block.len();
+        // From the instruction after this `ja` to the block: the rest of the chain,
+        // the `ja` over the blocks, then the earlier blocks.
+        let rest_of_chain = 2 * (chain_len - i - 1) as u32;
+        p.push(jump(libc::BPF_JEQ, *nr, 0, 1));
+        p.push(stmt(
+            libc::BPF_JMP | libc::BPF_JA,
+            rest_of_chain + 1 + offset,
+        ));
+        offset += block.len() as u32;
     }
-    p.push(stmt(libc::BPF_JMP | libc::BPF_JA, offset as u32));
+    p.push(stmt(libc::BPF_JMP | libc::BPF_JA, offset));
     for (_, block) in &special {
         p.extend_from_slice(block);
     }

@@ -86,6 +86,14 @@ pub struct Running {
     pub started: Instant,
 }
 
+impl Running {
+    /// Sends `signal` to the container's first process, through its pidfd: once that
+    /// process has been reaped, its pid may be another process's, the pidfd never.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        sys::pidfd_signal(self.pidfd.as_fd(), signal)
+    }
+}
+
 /// How a container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
@@ -395,6 +403,12 @@ impl Starting {
         }
     }
 
+    /// Sends SIGKILL to the setup child, through its pidfd (see [`Running::signal`]):
+    /// harmless once it has been reaped.
+    pub fn kill(&self) {
+        let _ = sys::pidfd_signal(self.pidfd.as_fd(), nix::sys::signal::Signal::SIGKILL);
+    }
+
     /// Kills every process in the container's cgroup (for a child that lingers after
     /// SIGKILL).
     pub fn kill_cgroup(&self) {
@@ -433,7 +447,7 @@ impl Starting {
         match outcome {
             Ok(stop_signal) => Ok(self.into_running(stop_signal)),
             Err(e) => {
-                let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+                self.kill();
                 reap_within(self.pid, Duration::from_secs(1));
                 let _ = self.leaf.remove();
                 Err(e)

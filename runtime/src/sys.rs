@@ -210,6 +210,27 @@ pub fn reset_signals() {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
+/// pidfd_send_signal(2): signals the process `pidfd` refers to, and never another
+/// one that has taken its pid after it was reaped (that gets `ESRCH` instead).
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: nix::sys::signal::Signal) -> io::Result<()> {
+    // SAFETY: plain syscall on a live descriptor; a NULL siginfo and flags 0 ask for
+    // the same siginfo kill(2) would send.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// malloc_trim(3): hands the heap's free pages back to the kernel. A long-lived
 /// process calls it after a burst of short-lived allocations (PID 1 after boot, or
 /// after starting its containers), which glibc would otherwise keep for reuse.

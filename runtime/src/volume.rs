@@ -77,13 +77,10 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
     let image_dir = sys::openat2(
         root,
         &crate::rootfs::cstr(target),
-        OFlag::O_PATH | OFlag::O_DIRECTORY,
-        ResolveFlag::RESOLVE_IN_ROOT
-            | ResolveFlag::RESOLVE_NO_MAGICLINKS
-            | ResolveFlag::RESOLVE_NO_XDEV,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        crate::rootfs::Resolve::InRoot.flags() | ResolveFlag::RESOLVE_NO_XDEV,
     )
-    .ok()
-    .and_then(|path_fd| open_beneath(path_fd.as_fd(), c".", OFlag::O_DIRECTORY).ok());
+    .ok();
     let Some(image_dir) = image_dir else {
         return match mkdir(dir, 0o755, false) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(create_err(e)),
@@ -104,7 +101,8 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
     mkdir(&staging, 0o700, false).map_err(create_err)?;
     let seeded = File::open(&staging).map_err(create_err).and_then(|dst| {
         copier.copy_tree(image_dir.as_fd(), dst.as_fd(), 0)?;
-        copier.copy_attributes(image_dir.as_fd(), dst.as_fd(), "")?;
+        let top = nix::sys::stat::fstat(image_dir.as_raw_fd()).map_err(|e| create_err(e.into()))?;
+        copier.copy_attributes(&top, dst.as_fd(), "")?;
         // On disk before the rename makes it the volume: after a power cut, a volume
         // that exists is never seeded again, so it must not come back half written.
         nix::unistd::syncfs(dst.as_raw_fd()).map_err(|e| create_err(e.into()))
@@ -195,18 +193,22 @@ impl Copier<'_> {
                     let to = open_beneath(dst, &name, OFlag::O_DIRECTORY).map_err(&err)?;
                     self.copy_tree(from.as_fd(), to.as_fd(), depth + 1)?;
                     // Last, so that a read-only directory is filled first.
-                    self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
+                    let opened =
+                        nix::sys::stat::fstat(from.as_raw_fd()).map_err(|e| err(e.into()))?;
+                    self.copy_attributes(&opened, to.as_fd(), &shown)?;
                 }
                 SFlag::S_IFREG => {
                     let mut from =
                         File::from(open_beneath(src, &name, OFlag::empty()).map_err(&err)?);
+                    let opened =
+                        nix::sys::stat::fstat(from.as_raw_fd()).map_err(|e| err(e.into()))?;
                     // Swapped for something else since the stat: skip it, as a FIFO.
-                    if !from.metadata().map_err(&err)?.is_file() {
+                    if opened.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
                         continue;
                     }
                     let mut to = File::from(sys::create_at(dst, &name).map_err(&err)?);
                     io::copy(&mut from, &mut to).map_err(&err)?;
-                    self.copy_attributes(from.as_fd(), to.as_fd(), &shown)?;
+                    self.copy_attributes(&opened, to.as_fd(), &shown)?;
                 }
                 SFlag::S_IFLNK => {
                     let link = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_c_str())
@@ -233,16 +235,15 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Gives `dst` the owner and mode of `src` (owner first: `chown` clears set-id
-    /// bits).
+    /// Gives `dst` the owner and mode in `st`, the source's (owner first: `chown`
+    /// clears set-id bits).
     fn copy_attributes(
         &self,
-        src: BorrowedFd<'_>,
+        st: &libc::stat,
         dst: BorrowedFd<'_>,
         entry: &str,
     ) -> Result<(), VolumeError> {
         let err = self.err(entry);
-        let st = nix::sys::stat::fstat(src.as_raw_fd()).map_err(|e| err(e.into()))?;
         nix::unistd::fchown(
             dst.as_raw_fd(),
             Some(Uid::from_raw(st.st_uid)),
