@@ -186,10 +186,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let mut inputs = vec![
         FileRecord::of(config_name, &config_bytes),
         FileRecord::of("init", &init),
-        FileRecord::of(
-            berth_init::helper::HELPER_PATH.trim_start_matches('/'),
-            &helper,
-        ),
+        FileRecord::of(berth_init::helper::helper_path_in_root(), &helper),
         FileRecord {
             name: deb_name,
             size: deb_size,

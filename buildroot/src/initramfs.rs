@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_init::helper::HELPER_PATH;
+use berth_init::helper::helper_path_in_root;
 
 use crate::cpio::{CpioWriter, EntryKind};
 use crate::modules::Module;
@@ -229,7 +229,7 @@ pub fn berth_layout(
     fs.char_device("dev/console", 0o600, 5, 1)?;
     fs.char_device("dev/null", 0o666, 1, 3)?;
     fs.file("init", 0o755, init)?;
-    fs.file(HELPER_PATH.trim_start_matches('/'), 0o755, helper)?;
+    fs.file(helper_path_in_root(), 0o755, helper)?;
     fs.file("etc/berth/host.toml", 0o644, config)?;
     let moddir = format!("lib/modules/{release}");
     fs.dir(&moddir, 0o755)?;

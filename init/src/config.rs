@@ -341,18 +341,18 @@ impl HostConfig {
                 .validate()
                 .map_err(|message| ConfigError::Invalid {
                     path: path.to_owned(),
-                    line: line_of_table(text, "network.interface", i),
+                    line: crate::tomlpath::header_line(text, &format!("network.interface[{i}]")),
                     key: format!("network.interface[{i}]"),
                     message,
                 })?;
         }
         check_containers(&config.containers).map_err(|e| {
+            // The line of the container's header: `container[1]` of `container[1].memory`.
             let table = e
                 .key
-                .strip_prefix("container[")
-                .and_then(|rest| rest.split(']').next())
-                .and_then(|n| n.parse().ok())
-                .and_then(|n| line_of_table(text, "container", n));
+                .find(']')
+                .and_then(|end| e.key.get(..=end))
+                .and_then(|table| crate::tomlpath::header_line(text, table));
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line: table,
@@ -404,29 +404,15 @@ impl HostConfig {
 fn invalid(path: &Path, text: &str, key: &str, err: &toml::de::Error) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_owned(),
-        line: err.span().map(|span| line_of_offset(text, span.start)),
+        line: err
+            .span()
+            .map(|span| crate::tomlpath::line_of(text, span.start)),
         key: key.to_owned(),
         message: err.message().trim().to_owned(),
     }
 }
 
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map(|before| before.matches('\n').count() + 1)
-        .unwrap_or(1)
-}
-
-/// The line of the `n`-th (0-based) `[[name]]` header.
-fn line_of_table(text: &str, name: &str, n: usize) -> Option<usize> {
-    let header = format!("[[{name}]]");
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim() == header)
-        .nth(n)
-        .map(|(i, _)| i + 1)
-}
-
-/// The line of the first `key =` assignment, for errors the parser could not place.
+/// The line of the first `key =` assignment (`version`, read without the schema).
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
@@ -691,6 +677,15 @@ network = "host"
                 || err.contains("dependency cycle: web → db → web"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn container_checks_place_the_header_even_with_a_comment() {
+        let text = "version = 1\n[[container]]\nname = \"a\"\nimage = \"i\"\n\n\
+                    [[container]] # again\nname = \"a\"\nimage = \"i\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("container[1]"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
     }
 
     #[test]

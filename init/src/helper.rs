@@ -18,6 +18,12 @@ pub const HELPER_NAME: &str = "berth-helper";
 /// Where the helper binary is on a berth host: [`HELPER_NAME`] in `/usr/lib/berth`.
 pub const HELPER_PATH: &str = "/usr/lib/berth/berth-helper";
 
+/// [`HELPER_PATH`] relative to a root filesystem, for whatever builds one (the
+/// initramfs, a test's chroot).
+pub fn helper_path_in_root() -> &'static str {
+    HELPER_PATH.trim_start_matches('/')
+}
+
 /// The argument that makes the helper netd.
 pub const NETD_ARG: &str = "netd";
 /// The argument that makes the helper import the baked images.

@@ -1,6 +1,7 @@
 //! berth's PID 1, as a library so that its logic can be tested off PID 1.
 //!
-//! One module per boot phase: [`mounts`], [`klog`] (console and kernel log), [`config`],
+//! One module per boot phase: [`mounts`], [`klog`] (console and kernel log), [`config`]
+//! (with [`tomlpath`], which names the key at a config fault),
 //! [`modules`] (with the pure [`modindex`]), [`signals`], [`reaper`], [`power_button`],
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked

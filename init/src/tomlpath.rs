@@ -31,11 +31,7 @@ pub fn fault_path(text: &str, span: std::ops::Range<usize>, message: &str) -> St
     let (path, on_header) = scan(text, span.start);
     if on_header {
         // The table the header opens: the path just past the header line.
-        let line_end = text
-            .get(span.start..)
-            .and_then(|rest| rest.find('\n'))
-            .map_or(text.len(), |n| span.start + n);
-        return key_path_at(text, line_end);
+        return key_path_at(text, line_end(text, span.start));
     }
     let mut at = span.start;
     if bytes.get(span.start) == Some(&b'[') {
@@ -67,8 +63,43 @@ pub fn key_path_at(text: &str, offset: usize) -> String {
     scan(text, offset).0
 }
 
+/// The line (1-based) of the header that opens `table`, named as key paths name it:
+/// `container[1]`, `network.interface[0]`. Headers are read as [`scan`] reads them
+/// (spaces, quoted names and a trailing comment included), in one pass over the text.
+pub fn header_line(text: &str, table: &str) -> Option<usize> {
+    let mut found = None;
+    scan_headers(text, text.len(), &mut |at, name| {
+        if found.is_none() && name == table {
+            found = Some(at);
+        }
+    });
+    found.map(|at| line_of(text, at))
+}
+
+/// The line (1-based) of byte `offset`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+/// The offset of the end of the line holding `offset` (its `\n`, or the text's end).
+fn line_end(text: &str, offset: usize) -> usize {
+    text.get(offset..)
+        .and_then(|rest| rest.find('\n'))
+        .map_or(text.len(), |n| offset + n)
+}
+
 /// [`key_path_at`], and whether `offset` is at the `[` of a table header.
 fn scan(text: &str, offset: usize) -> (String, bool) {
+    scan_headers(text, offset, &mut |_, _| {})
+}
+
+/// [`scan`], calling `on_table(offset, table)` for each table header passed on the way.
+fn scan_headers(
+    text: &str,
+    offset: usize,
+    on_table: &mut dyn FnMut(usize, &str),
+) -> (String, bool) {
     let bytes = text.as_bytes();
     let end = offset.min(bytes.len());
     // The table the current line belongs to, e.g. `container[1]`.
@@ -103,11 +134,8 @@ fn scan(text: &str, offset: usize) -> (String, bool) {
             }
             b'[' if !in_value && blank(text, key_from, i) => {
                 // A table header: `[name]` or `[[name]]`, to the end of the line.
-                let line_end = text
-                    .get(i..)
-                    .and_then(|rest| rest.find('\n'))
-                    .map_or(bytes.len(), |n| i + n);
-                let header = text.get(i..line_end).unwrap_or("");
+                let header_end = line_end(text, i);
+                let header = text.get(i..header_end).unwrap_or("");
                 let header = header.split('#').next().unwrap_or("").trim();
                 table = if let Some(name) =
                     header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]"))
@@ -132,8 +160,9 @@ fn scan(text: &str, offset: usize) -> (String, bool) {
                             .unwrap_or(""),
                     )
                 };
-                key_from = line_end;
-                i = line_end;
+                on_table(i, &table);
+                key_from = header_end;
+                i = header_end;
                 continue;
             }
             b'=' if reading_key => {
@@ -247,7 +276,7 @@ fn skip_string(bytes: &[u8], start: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::key_path_at;
+    use super::{header_line, key_path_at};
 
     /// The path at the first occurrence of `needle` in `text`.
     fn at(text: &str, needle: &str) -> String {
@@ -283,6 +312,16 @@ mod tests {
         assert_eq!(at(text, "\"5\""), "container[0].healthcheck.interval");
         assert_eq!(at(text, "{"), "container[0].healthcheck");
         assert_eq!(at(text, "interval"), "container[0].healthcheck.interval");
+    }
+
+    #[test]
+    fn header_lines_of_tables() {
+        let text = "version = 1\n[[container]]\nname = \"a\"\n  [[ container ]] # b\n\
+                    name = \"b\"\nx = [\n[1]]\n[[network.interface]]\n";
+        assert_eq!(header_line(text, "container[0]"), Some(2));
+        assert_eq!(header_line(text, "container[1]"), Some(4));
+        assert_eq!(header_line(text, "network.interface[0]"), Some(8));
+        assert_eq!(header_line(text, "container[2]"), None);
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl NsInit {
         let init = static_init()?;
         std::fs::copy(&init, root.join("init")).map_err(|e| e.to_string())?;
         // netd and the importer, as `berth build` lays them out.
-        let helper = root.join(berth_init::helper::HELPER_PATH.trim_start_matches('/'));
+        let helper = root.join(berth_init::helper::helper_path_in_root());
         std::fs::create_dir_all(helper.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
         std::fs::copy(
             init.with_file_name(berth_init::helper::HELPER_NAME),

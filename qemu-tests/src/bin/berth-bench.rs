@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use berth_buildroot::build::{build, BuildOptions};
 use berth_buildroot::cpio::{CpioWriter, EntryKind};
-use berth_init::helper::HELPER_NAME;
 use berth_qemu_tests::{static_init, static_target_dir, workspace_root, Qemu};
 
 const RUNS: usize = 3;
@@ -146,7 +145,10 @@ fn run() -> Result<(), String> {
     );
     row(
         "helper binary (netd, importer; not PID 1)",
-        &format!("{} KiB", kib(&init.with_file_name(HELPER_NAME))),
+        &format!(
+            "{} KiB",
+            kib(&berth_buildroot::initbin::locate_helper(&init).map_err(|e| e.to_string())?)
+        ),
         &none,
     );
     row(
@@ -370,7 +372,7 @@ fn native_pid1(init: &Path, runs: usize) -> Result<f64, String> {
     let root: PathBuf = std::env::temp_dir().join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(root.join("etc/berth")).map_err(|e| e.to_string())?;
     std::fs::copy(init, root.join("init")).map_err(|e| e.to_string())?;
-    let helper = root.join(berth_init::helper::HELPER_PATH.trim_start_matches('/'));
+    let helper = root.join(berth_init::helper::helper_path_in_root());
     std::fs::create_dir_all(helper.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
     let built = berth_buildroot::initbin::locate_helper(init).map_err(|e| e.to_string())?;
     std::fs::copy(built, &helper).map_err(|e| e.to_string())?;
