@@ -23,7 +23,8 @@ use nix::unistd::Pid;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::config::{CmdlineOverrides, ConfigError, HostConfig, CONFIG_PATH};
+use crate::boot_config::LoadError;
+use crate::config::{CmdlineOverrides, HostConfig, CONFIG_PATH};
 use crate::images;
 use crate::klog::boot_ms;
 use crate::modules::{running_kernel_dir, LoadOutcome, ModuleLoader};
@@ -143,19 +144,20 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     shutdown(action, Some(&mut signals), config.shutdown.timeout.0)
 }
 
-/// Reads the config and applies the kernel command line. A broken config yields the
-/// defaults plus the error, so that the machine still boots and says what is wrong.
-fn load_config(cmdline: &str) -> (HostConfig, Option<ConfigError>) {
+/// Reads the config (through the helper, see [`crate::boot_config`]) and applies the kernel
+/// command line. A broken config yields the defaults plus the error, so that the machine
+/// still boots and says what is wrong.
+fn load_config(cmdline: &str) -> (HostConfig, Option<LoadError>) {
     let overrides = CmdlineOverrides::parse(cmdline);
     for w in &overrides.warnings {
         log::warn!("kernel command line: {w}");
     }
-    let (mut config, error) = match HostConfig::load(Path::new(CONFIG_PATH)) {
-        Ok(c) => {
+    let (mut config, error) = match crate::boot_config::load() {
+        Ok(Some(c)) => {
             log::info!("config {CONFIG_PATH} loaded");
             (c, None)
         }
-        Err(ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Ok(None) => {
             log::warn!("no config at {CONFIG_PATH}: using defaults");
             (HostConfig::default(), None)
         }

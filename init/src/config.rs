@@ -21,8 +21,9 @@
 //!
 //! Parsing is strict: an unknown key (a typo), a wrong type or a syntax error is an error
 //! that names the key path and the line, never a silent default. `docs/config.md` documents
-//! every key. The same code validates the file on the build host (`berth build`) and in
-//! PID 1, so a file that passes the build boots.
+//! every key. The same code validates the file on the build host (`berth build`) and at
+//! boot, in the helper that reads it for PID 1 ([`crate::boot_config`]), so a file that
+//! passes the build boots.
 //!
 //! A few keys can be overridden on the kernel command line; see [`CmdlineOverrides`].
 
@@ -823,9 +824,9 @@ network = "host"
         assert_eq!(o.warnings.len(), 1);
     }
 
-    /// PID 1 parses these on every boot: no input may panic the parser. A cheap,
-    /// deterministic stand-in for a fuzzer: byte flips, insertions and truncations of
-    /// valid inputs.
+    /// Parsed on every boot (the config by the helper, its JSON report and the command
+    /// line by PID 1): no input may panic a parser. A cheap, deterministic stand-in for a
+    /// fuzzer: byte flips, insertions and truncations of valid inputs.
     #[test]
     fn mutated_inputs_never_panic() {
         let config = "version = 1\nhostname = \"a-b.c\"\n[kernel]\nmodules = [\"dummy\", \"veth\"]\n[shutdown]\ntimeout = \"10s\"\n";
@@ -838,7 +839,12 @@ network = "host"
             seed ^= seed << 17;
             seed
         };
-        for base in [config, cmdline] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("host.toml"), config).unwrap();
+        let report =
+            serde_json::to_string(&crate::boot_config::report(&dir.path().join("host.toml")))
+                .unwrap();
+        for base in [config, cmdline, &report] {
             for _ in 0..10_000 {
                 let mut bytes = base.as_bytes().to_vec();
                 for _ in 0..(next() % 4 + 1) {
@@ -853,6 +859,7 @@ network = "host"
                 let text = String::from_utf8_lossy(&bytes);
                 let _ = HostConfig::parse(&text, Path::new("fuzz.toml"));
                 let _ = CmdlineOverrides::parse(&text);
+                let _ = crate::boot_config::decode(&bytes);
             }
         }
     }

@@ -1,12 +1,13 @@
 //! `berth-helper`: the second binary of a berth host, for the work PID 1 hands to child
-//! processes because it parses untrusted bytes — netd (DHCP replies) and the importer of
-//! baked images (image archives). A crash there is a restart, never a kernel panic.
+//! processes because it parses bytes — netd (DHCP replies), the importer of baked images
+//! (image archives) and the config reader (`host.toml`, see [`crate::boot_config`]). A
+//! crash there is a restart or an error line, never a kernel panic.
 //!
 //! It is a binary of its own, not `berth-init` started again, to keep PID 1 small: PID 1's
 //! resident memory is mostly the text of its binary that it has touched (the kernel maps
 //! a file's pages 64 KiB around each fault), and code PID 1 never runs still widens what
 //! it touches. Moving netd's and the importer's code out took `berth-init` from
-//! 4.0 MB to 3.0 MB.
+//! 4.0 MB to 3.0 MB, and the config reader's (the TOML parser) to 2.1 MB.
 //!
 //! `berth build` puts it at [`HELPER_PATH`] in the initramfs, which is part of the root
 //! that PID 1 switches to.
@@ -28,8 +29,11 @@ pub fn helper_path_in_root() -> &'static str {
 pub const NETD_ARG: &str = "netd";
 /// The argument that makes the helper import the baked images.
 pub const IMPORT_ARG: &str = "import-images";
+/// The argument that makes the helper read and check the config for PID 1.
+pub const READ_CONFIG_ARG: &str = "read-config";
 
-/// A command that runs the helper as `mode` ([`NETD_ARG`] or [`IMPORT_ARG`]).
+/// A command that runs the helper as `mode` ([`NETD_ARG`], [`IMPORT_ARG`] or
+/// [`READ_CONFIG_ARG`]).
 pub fn command(mode: &str) -> Command {
     let mut command = Command::new(HELPER_PATH);
     command.arg(mode);
@@ -45,14 +49,17 @@ pub fn main() -> i32 {
             crate::klog::init(log::LevelFilter::Info);
             crate::images::importer_main()
         }
+        Some(READ_CONFIG_ARG) => crate::boot_config::helper_main(),
         _ => {
             eprintln!(
-                "usage: berth-helper {NETD_ARG}|{IMPORT_ARG}\n\n\
+                "usage: berth-helper {NETD_ARG}|{IMPORT_ARG}|{READ_CONFIG_ARG}\n\n\
                  berth-helper runs the work PID 1 (berth-init) keeps out of its own process:\n  \
                  {NETD_ARG:<15} configure the host's network (DHCP, static addresses) and report to PID 1 on stdout\n  \
-                 {IMPORT_ARG:<15} import the images baked into the initramfs into {}\n\n\
+                 {IMPORT_ARG:<15} import the images baked into the initramfs into {}\n  \
+                 {READ_CONFIG_ARG:<15} check {} and write it to stdout as JSON for PID 1\n\n\
                  PID 1 starts and supervises it; running it by hand is for debugging.",
-                crate::images::STORE_DIR
+                crate::images::STORE_DIR,
+                crate::config::CONFIG_PATH
             );
             2
         }

@@ -1,7 +1,8 @@
 //! berth's PID 1, as a library so that its logic can be tested off PID 1.
 //!
 //! One module per boot phase: [`mounts`], [`klog`] (console and kernel log), [`config`]
-//! (with [`tomlpath`], which names the key at a config fault),
+//! (with [`tomlpath`], which names the key at a config fault, and [`boot_config`], PID 1
+//! reading it through the helper),
 //! [`modules`] (with the pure [`modindex`]), [`signals`], [`reaper`], [`power_button`],
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
@@ -10,6 +11,7 @@
 //! child process and the container bridge). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
+pub mod boot_config;
 pub mod config;
 pub mod health;
 pub mod helper;
