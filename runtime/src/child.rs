@@ -4,8 +4,10 @@
 //! This code runs in the child only. It reads the image (refs, manifest, config,
 //! `/etc/passwd`), so a hostile image can at worst crash this process, never the
 //! caller (PID 1). It reports to the parent over the sync pipe, one line per message:
-//! `stop-signal N` once the image config is read, then either nothing (the pipe is
-//! close-on-exec, so EOF means the program is running) or `error <text>` and exit.
+//! `stop-signal N` once the image config is read, then either `exec` right before
+//! `execve` (the pipe is close-on-exec, so `exec` then EOF means the program is running)
+//! or `error <text>` and exit. EOF without `exec` is a setup that died (a signal, an
+//! OOM kill under the container's own memory limit): a failed start, never a start.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -176,9 +178,22 @@ fn mount_scratch(
     Ok((root, files))
 }
 
+/// The report that the program is about to be executed.
+pub const EXEC_REPORT: &str = "exec";
+
+/// Writes one report line. A failed write is not reported: the parent then sees EOF
+/// without the line it waits for, which fails the start.
 fn report(sync: BorrowedFd<'_>, line: &str) {
-    if let Ok(fd) = sync.try_clone_to_owned() {
-        let _ = File::from(fd).write_all(format!("{line}\n").as_bytes());
+    let mut rest = format!("{line}\n").into_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(sync, &rest) {
+            Ok(0) => return,
+            Ok(n) => {
+                rest.drain(..n.min(rest.len()));
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -366,6 +381,9 @@ fn setup_and_exec(
             crate::reaper::run(main);
         }
     }
+    // The last word before `execve`: without it the parent takes EOF for a setup that
+    // died. (If `execve` fails, the error follows it and wins.)
+    report(sync, EXEC_REPORT);
     let e = match nix::unistd::execve(&program_c, &argv, &envp) {
         Ok(never) => match never {},
         Err(e) => e,

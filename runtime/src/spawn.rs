@@ -456,10 +456,13 @@ impl Starting {
     }
 }
 
-/// What the child reported by the time its end of the pipe closed.
+/// What the child reported by the time its end of the pipe closed: the image's stop
+/// signal if the program runs, else why setup failed. A child that reached `execve`
+/// said so last ([`child::EXEC_REPORT`]); without that line it died during setup.
 fn parse_report(report: &[u8], name: &str) -> Result<Option<i32>, StartError> {
     let text = String::from_utf8_lossy(report);
     let mut stop_signal = None;
+    let mut execs = false;
     for line in text.lines() {
         if let Some(msg) = line.strip_prefix("error ") {
             return Err(StartError::Setup {
@@ -470,6 +473,15 @@ fn parse_report(report: &[u8], name: &str) -> Result<Option<i32>, StartError> {
         if let Some(n) = line.strip_prefix("stop-signal ") {
             stop_signal = n.trim().parse().ok();
         }
+        execs |= line == child::EXEC_REPORT;
+    }
+    if !execs {
+        return Err(StartError::Setup {
+            name: name.into(),
+            message: "the setup process ended before running the program, without a report \
+                      (killed by a signal, or out of memory under the container's limit?)"
+                .to_owned(),
+        });
     }
     Ok(stop_signal)
 }
@@ -480,9 +492,26 @@ mod tests {
 
     #[test]
     fn report_error_wins_and_stop_signal_is_read() {
-        assert_eq!(parse_report(b"stop-signal 3\n", "c").unwrap(), Some(3));
-        assert_eq!(parse_report(b"", "c").unwrap(), None);
+        assert_eq!(
+            parse_report(b"stop-signal 3\nexec\n", "c").unwrap(),
+            Some(3)
+        );
+        assert_eq!(parse_report(b"exec\n", "c").unwrap(), None);
         let e = parse_report(b"stop-signal 3\nerror mounting /proc: EPERM\n", "c").unwrap_err();
         assert_eq!(e.to_string(), "container c: mounting /proc: EPERM");
+        // execve failed after the child said it was about to run it.
+        let e = parse_report(b"exec\nerror /bin/x: ENOENT\n", "c").unwrap_err();
+        assert_eq!(e.to_string(), "container c: /bin/x: ENOENT");
+    }
+
+    #[test]
+    fn an_end_without_the_exec_line_is_a_failed_start() {
+        for report in [&b""[..], b"stop-signal 15\n", b"stop-signal 15\nexe"] {
+            let e = parse_report(report, "c").unwrap_err();
+            assert!(
+                e.to_string().contains("ended before running the program"),
+                "{e}"
+            );
+        }
     }
 }

@@ -103,6 +103,7 @@ fn main() {
         failed.into_leaf().remove().unwrap();
     }
     let per_cycle = started.elapsed().as_secs_f64() * 1000.0 / CYCLES as f64;
+    a_setup_killed_before_exec_is_a_failed_start(&runtime, &spec);
     runtime.remove("cycle").unwrap();
     runtime.remove("cycle-bad").unwrap();
 
@@ -125,6 +126,27 @@ fn main() {
         "gc hold left"
     );
     println!("test {CYCLES}_start_exit_cycles_leak_nothing ... ok ({per_cycle:.2} ms per cycle)");
+}
+
+/// A setup child that dies before `execve` (here SIGKILL at once, as an OOM kill under
+/// the container's memory limit would) closes the sync pipe as `execve` does: that must
+/// read as a failed start, not as a program that ran and exited.
+fn a_setup_killed_before_exec_is_a_failed_start(runtime: &Runtime, spec: &ContainerSpec) {
+    for i in 0..20 {
+        let starting = runtime.begin(spec, null_stdio()).unwrap();
+        starting.kill();
+        let (starting, outcome) = finish(starting);
+        let Err(e) = outcome else {
+            panic!("try {i}: a setup killed before exec counted as a start");
+        };
+        assert!(
+            e.to_string().contains("ended before running the program"),
+            "try {i}: {e}"
+        );
+        waitpid(starting.pid, None).unwrap();
+        starting.into_leaf().remove().unwrap();
+    }
+    println!("test a_setup_killed_before_exec_is_a_failed_start ... ok");
 }
 
 fn null_stdio() -> Stdio {
