@@ -5,6 +5,14 @@
 //! Each runtime gets new mount, PID, UTS, IPC and network namespaces. berth also mounts
 //! an overlay of the image (crun and runc get a plain directory), creates and removes a
 //! cgroup leaf, and deletes the container's writable layer (`--rm`).
+//!
+//! Two calibration rows, from the same runs: `/bin/busybox true` without a container
+//! (the container's program: `execve` and its libc's start-up) and `berth --version`
+//! (berth's own `execve` and start-up, no container). Every `berth run` pays both, as
+//! every `crun run` pays crun's start-up and the program's; what is left is the
+//! container's own setup and teardown. On a virtual machine that traps `cpuid`, glibc's
+//! start-up alone (which reads the CPU's cache layout with dozens of `cpuid`s) can
+//! cost ~0.5 ms per process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -169,7 +177,10 @@ fn main() {
         &["--cgroup-manager=disabled", "run", "-b"]
     };
     let (mut b, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare, mut start) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        bare.push(timed(Command::new("/bin/busybox").arg("true")));
+        start.push(timed(Command::new(&berth).arg("--version")));
         b.push(timed(
             Command::new(&berth)
                 .args(["run", "--rm", "--store"])
@@ -214,4 +225,12 @@ fn main() {
         );
     }
     println!("berth / crun: {:.2}", median(&mut b) / median(&mut c));
+    let (bare, start) = (median(&mut bare), median(&mut start));
+    println!(
+        "calibration: busybox true without a container {bare:.2} ms, berth --version {start:.2} ms"
+    );
+    println!(
+        "berth run beyond those two process start-ups: {:.2} ms",
+        median(&mut b) - bare - start
+    );
 }
