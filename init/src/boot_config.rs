@@ -100,7 +100,7 @@ pub fn load_from(mut command: Command, timeout: Duration) -> Result<Option<HostC
             return Err(e);
         }
     };
-    let status = child.wait().map_err(|source| LoadError::Read { source })?;
+    let status = wait_until(&mut child, deadline)?;
     if !status.success() {
         return Err(LoadError::Failed { status });
     }
@@ -144,6 +144,26 @@ fn read_until(mut stdout: ChildStdout, deadline: Instant) -> Result<Vec<u8>, Loa
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(source) => return Err(LoadError::Read { source }),
+        }
+    }
+}
+
+/// Reaps a reader that has closed its stdout, by `deadline` (it exits right after).
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, LoadError> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(None) => {
+                stop(child);
+                return Err(LoadError::Timeout);
+            }
+            Err(source) => {
+                stop(child);
+                return Err(LoadError::Read { source });
+            }
         }
     }
 }
@@ -317,14 +337,17 @@ subnet = "10.99.0.0/24"
 
     #[test]
     fn a_reader_that_says_nothing_is_killed_at_the_deadline() {
-        let started = Instant::now();
-        let err = run_reader("sleep 30", Duration::from_millis(200)).unwrap_err();
-        assert!(matches!(err, LoadError::Timeout), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
+        // Silent, and silent after closing its stdout with a report written.
+        for script in ["sleep 30", "printf '\"missing\"'; exec >&-; sleep 30"] {
+            let started = Instant::now();
+            let err = run_reader(script, Duration::from_millis(200)).unwrap_err();
+            assert!(matches!(err, LoadError::Timeout), "{script}: {err}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                started.elapsed()
+            );
+        }
     }
 
     #[test]
