@@ -109,13 +109,17 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
             ready_ms - exec_ms - modules_ms,
             rss_kib().unwrap_or(0),
         ),
-        Some(e) => log::error!(
+        Some(e) if e.is_invalid_file() => log::error!(
             "degraded: the config is invalid and was not used: {e}; running with defaults (hostname {}), fix {CONFIG_PATH} and reboot",
+            config.hostname
+        ),
+        Some(e) => log::error!(
+            "degraded: the config could not be read: {e}; running with defaults (hostname {})",
             config.hostname
         ),
     }
 
-    let mut netd = Netd::start();
+    let mut netd = Netd::start(config_error.is_some());
     let bridge = if network::uses_bridge(&config) {
         // After "ready": the bridge and NAT modules are needed only by containers.
         load_bridge_modules();

@@ -48,27 +48,57 @@ pub enum Report<C> {
     Invalid(String),
 }
 
-/// Why PID 1 has no config from the helper.
+/// Why PID 1 has no config from the helper. Every variant but [`LoadError::Invalid`] is
+/// a fault of the reader, not of the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file is unusable; the helper's text names the file, line and key.
     #[error("{0}")]
     Invalid(String),
-    #[error(
-        "cannot start the config reader {}: {source}",
-        crate::helper::HELPER_PATH
-    )]
+    #[error("cannot start the config reader ({}): {source}", reader())]
     Spawn { source: std::io::Error },
-    #[error("reading the config reader's report: {source}")]
+    #[error("reading the report of the config reader ({}): {source}", reader())]
     Read { source: std::io::Error },
-    #[error("the config reader gave no report within {} s and was killed", REPORT_TIMEOUT.as_secs())]
+    #[error(
+        "the config reader ({}) gave no report within {} s and was killed",
+        reader(),
+        REPORT_TIMEOUT.as_secs()
+    )]
     Timeout,
-    #[error("the config reader's report is larger than {MAX_REPORT_BYTES} bytes")]
+    #[error(
+        "the config reader ({}) did not exit within {} s of its report and was killed",
+        reader(),
+        REPORT_TIMEOUT.as_secs()
+    )]
+    Hung,
+    #[error(
+        "the report of the config reader ({}) is larger than {MAX_REPORT_BYTES} bytes",
+        reader()
+    )]
     TooLarge,
-    #[error("the config reader failed ({status})")]
+    #[error("the config reader ({}) failed: {status}", reader())]
     Failed { status: ExitStatus },
-    #[error("the config reader's report does not decode: {source}")]
+    #[error(
+        "the report of the config reader ({}) does not decode: {source}",
+        reader()
+    )]
     Decode { source: serde_json::Error },
+}
+
+impl LoadError {
+    /// True when the file itself is at fault (and fixing it is the cure).
+    pub fn is_invalid_file(&self) -> bool {
+        matches!(self, LoadError::Invalid(_))
+    }
+}
+
+/// The reader's command line, for errors.
+fn reader() -> String {
+    format!(
+        "{} {}",
+        crate::helper::HELPER_PATH,
+        crate::helper::READ_CONFIG_ARG
+    )
 }
 
 /// PID 1's side: the config at [`CONFIG_PATH`], `None` if there is no file.
@@ -158,7 +188,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, LoadEr
             }
             Ok(None) => {
                 stop(child);
-                return Err(LoadError::Timeout);
+                return Err(LoadError::Hung);
             }
             Err(source) => {
                 stop(child);
@@ -168,14 +198,32 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, LoadEr
     }
 }
 
-/// Kills and reaps a reader whose report PID 1 gave up on.
+/// How long PID 1 waits for a killed reader to be gone before leaving it to the event
+/// loop's reaper (a process stuck in the kernel, on a hung filesystem say, outlives
+/// SIGKILL for as long as it is stuck).
+const KILLED_REAP_WAIT: Duration = Duration::from_secs(1);
+
+/// Kills a reader whose report PID 1 gave up on, and reaps it if it goes within
+/// [`KILLED_REAP_WAIT`].
 fn stop(child: &mut Child) {
     if let Err(e) = child.kill() {
         log::warn!("cannot kill the config reader: {e}");
     }
-    if let Err(e) = child.wait() {
-        log::warn!("cannot reap the config reader: {e}");
+    let deadline = Instant::now() + KILLED_REAP_WAIT;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(Some(_)) => return,
+            Err(e) => {
+                log::warn!("cannot reap the config reader: {e}");
+                return;
+            }
+        }
     }
+    log::warn!(
+        "the killed config reader (pid {}) is still there; it is reaped when it ends",
+        child.id()
+    );
 }
 
 /// The helper's side, for the file at `path`: what it reports.
@@ -338,10 +386,21 @@ subnet = "10.99.0.0/24"
     #[test]
     fn a_reader_that_says_nothing_is_killed_at_the_deadline() {
         // Silent, and silent after closing its stdout with a report written.
-        for script in ["sleep 30", "printf '\"missing\"'; exec >&-; sleep 30"] {
+        for (script, hung) in [
+            ("sleep 30", false),
+            ("printf '\"missing\"'; exec >&-; sleep 30", true),
+        ] {
             let started = Instant::now();
             let err = run_reader(script, Duration::from_millis(200)).unwrap_err();
-            assert!(matches!(err, LoadError::Timeout), "{script}: {err}");
+            if hung {
+                assert!(matches!(err, LoadError::Hung), "{script}: {err}");
+            } else {
+                assert!(matches!(err, LoadError::Timeout), "{script}: {err}");
+            }
+            assert!(
+                err.to_string().contains("berth-helper read-config"),
+                "{err}"
+            );
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{:?}",

@@ -35,7 +35,8 @@ use serde::Deserialize;
 
 pub use crate::workload::{check_containers, ContainerConfig, ImageEntry};
 
-/// Where PID 1 reads its configuration.
+/// Where the host's configuration is: read and checked for PID 1 by the helper
+/// ([`crate::boot_config`]), and read by netd and the importer.
 pub const CONFIG_PATH: &str = "/etc/berth/host.toml";
 
 /// The schema versions this build understands.

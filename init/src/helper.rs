@@ -31,6 +31,8 @@ pub const NETD_ARG: &str = "netd";
 pub const IMPORT_ARG: &str = "import-images";
 /// The argument that makes the helper read and check the config for PID 1.
 pub const READ_CONFIG_ARG: &str = "read-config";
+/// After [`NETD_ARG`]: ignore the config file and use the default network config.
+pub const DEFAULTS_ARG: &str = "--defaults";
 
 /// A command that runs the helper as `mode` ([`NETD_ARG`], [`IMPORT_ARG`] or
 /// [`READ_CONFIG_ARG`]).
@@ -52,7 +54,7 @@ pub fn main() -> i32 {
         Some(READ_CONFIG_ARG) => crate::boot_config::helper_main(),
         _ => {
             eprintln!(
-                "usage: berth-helper {NETD_ARG}|{IMPORT_ARG}|{READ_CONFIG_ARG}\n\n\
+                "usage: berth-helper {NETD_ARG} [{DEFAULTS_ARG}]|{IMPORT_ARG}|{READ_CONFIG_ARG}\n\n\
                  berth-helper runs the work PID 1 (berth-init) keeps out of its own process:\n  \
                  {NETD_ARG:<15} configure the host's network (DHCP, static addresses) and report to PID 1 on stdout\n  \
                  {IMPORT_ARG:<15} import the images baked into the initramfs into {}\n  \

@@ -118,6 +118,9 @@ pub struct Netd {
     restart_at: Option<Instant>,
     /// When the running netd started: a long run resets the restart delay.
     started: Option<Instant>,
+    /// Run netd on the default network config, not the file's: PID 1 itself runs on the
+    /// defaults because it could not get the config (see [`crate::boot_config`]).
+    defaults: bool,
 }
 
 /// What netd reported.
@@ -128,7 +131,9 @@ pub enum Report {
 }
 
 impl Netd {
-    pub fn start() -> Netd {
+    /// Starts netd; with `defaults`, on the default network config (PID 1 runs degraded,
+    /// and netd must not apply a `[network]` PID 1 has not read).
+    pub fn start(defaults: bool) -> Netd {
         let mut netd = Netd {
             pid: None,
             output: None,
@@ -136,6 +141,7 @@ impl Netd {
             delay: Duration::from_secs(1),
             restart_at: None,
             started: None,
+            defaults,
         };
         netd.spawn();
         netd
@@ -143,10 +149,11 @@ impl Netd {
 
     fn spawn(&mut self) {
         self.restart_at = None;
-        let child = crate::helper::command(crate::helper::NETD_ARG)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn();
+        let mut command = crate::helper::command(crate::helper::NETD_ARG);
+        if self.defaults {
+            command.arg(crate::helper::DEFAULTS_ARG);
+        }
+        let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn();
         match child {
             Ok(mut child) => {
                 let pid = Pid::from_raw(child.id() as i32);
@@ -280,7 +287,14 @@ pub fn netd_main() -> i32 {
         }
     };
     crate::klog::init(log::LevelFilter::Info);
-    let config = match HostConfig::load(Path::new(CONFIG_PATH)) {
+    let defaults = std::env::args().any(|a| a == crate::helper::DEFAULTS_ARG);
+    let loaded = if defaults {
+        log::warn!("netd: using the default network config, as PID 1 does");
+        Ok(HostConfig::default())
+    } else {
+        HostConfig::load(Path::new(CONFIG_PATH))
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(crate::config::ConfigError::Read { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>

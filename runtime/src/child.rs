@@ -4,10 +4,12 @@
 //! This code runs in the child only. It reads the image (refs, manifest, config,
 //! `/etc/passwd`), so a hostile image can at worst crash this process, never the
 //! caller (PID 1). It reports to the parent over the sync pipe, one line per message:
-//! `stop-signal N` once the image config is read, then either `exec` right before
-//! `execve` (the pipe is close-on-exec, so `exec` then EOF means the program is running)
-//! or `error <text>` and exit. EOF without `exec` is a setup that died (a signal, an
-//! OOM kill under the container's own memory limit): a failed start, never a start.
+//! `stop-signal N` once the image config is read, then `exec` right before `execve`
+//! (the pipe is close-on-exec, so `exec` then EOF is taken for a running program), and
+//! `error <text>` and exit when setup fails or `execve` returns. EOF without `exec` is a
+//! setup that died (a signal, an OOM kill under the container's own memory limit): a
+//! failed start. Only a kill inside `execve` itself, after `exec`, still reads as a
+//! start, followed at once by the program's exit.
 
 use std::convert::Infallible;
 use std::ffi::CString;

@@ -326,8 +326,10 @@ fn read_small(path: &str) -> String {
 }
 
 /// A container between `clone3` and its program's `execve`. The child reports on
-/// the sync pipe: `error MESSAGE` when setup fails, `stop-signal N` from the image;
-/// the pipe closes on `execve` (close-on-exec) or when the child exits.
+/// the sync pipe: `stop-signal N` from the image, `exec` right before `execve`, and
+/// `error MESSAGE` when setup (or `execve`) fails; the pipe closes on `execve`
+/// (close-on-exec) or when the child exits. EOF after `exec` and no error is a start;
+/// EOF without `exec` is a setup that died.
 #[derive(Debug)]
 pub struct Starting {
     pub name: String,
