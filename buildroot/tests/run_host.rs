@@ -509,6 +509,30 @@ fn named_volumes_are_seeded_from_the_image_once() {
         ],
         RunConfig::default(),
     );
+    // Staging copies left by starts killed while seeding: one older than any setup can
+    // live, which the next seeding removes, and a fresh one, which it must leave alone.
+    let volumes_dir = f.store().join("volumes");
+    let orphan = volumes_dir.join(".seed-db-orphan0000");
+    let fresh = volumes_dir.join(".seed-other-inflight00");
+    for d in [&orphan, &fresh] {
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/file"), b"half copied").unwrap();
+    }
+    let long_ago = nix::sys::time::TimeSpec::new(
+        (std::time::SystemTime::now() - berth_runtime::volume::ORPHAN_AGE * 2)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+        0,
+    );
+    nix::sys::stat::utimensat(
+        None,
+        &orphan,
+        &long_ago,
+        &long_ago,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
     let script = "cat /srv/data/link /srv/data/sub/deep; \
                   stat -c '%a %n' /srv/data /srv/data/conf /srv/data/sub; \
                   ls /srv/data; echo changed > /srv/data/conf";
@@ -531,6 +555,12 @@ fn named_volumes_are_seeded_from_the_image_once() {
         stdout,
         "seeded\ndeep\n750 /srv/data\n640 /srv/data/conf\n700 /srv/data/sub\nconf\nlink\nsub\n"
     );
+    assert!(!orphan.exists(), "an orphan staging copy was kept");
+    assert!(
+        fresh.exists(),
+        "a staging copy of a start still in time was removed"
+    );
+    std::fs::remove_dir_all(&fresh).unwrap();
     // Seeded once: the container's change stays, the image's content does not return.
     let out = f.run(&[
         "--rm",

@@ -30,7 +30,7 @@ use berth_netd::container::{container_resolv_conf, hosts_file};
 use berth_netd::netlink::Netlink;
 
 /// How long a child may take from `clone3` to `execve` before it is killed.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on what the child may report.
 const MAX_REPORT: u64 = 64 << 10;
 

@@ -10,7 +10,9 @@
 //! The copy runs in the container's child process, which reads the image, and is
 //! built under a temporary name beside the volume, then renamed into place without
 //! replacing anything: a start killed halfway leaves no half-seeded volume, and of
-//! two containers seeding the same new volume at once, one copy wins whole.
+//! two containers seeding the same new volume at once, one copy wins whole. A copy
+//! left by a start killed halfway is removed by the next seeding, once it is older than
+//! any setup can live ([`ORPHAN_AGE`]).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -87,9 +89,10 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
             _ => Ok(()),
         };
     };
+    remove_orphan_copies(parent);
     let volume = name.to_string_lossy().into_owned();
     let staging = parent.join(format!(
-        ".seed-{volume}-{}",
+        "{STAGING_PREFIX}{volume}-{}",
         berth_imagefs::store::random_id()
     ));
     let copier = Copier {
@@ -123,6 +126,54 @@ pub fn ensure(root: BorrowedFd<'_>, dir: &Path, target: &str) -> Result<(), Volu
         let _ = std::fs::remove_dir_all(&staging);
     }
     placed.map(drop)
+}
+
+/// How a staging copy's name starts (`.seed-VOLUME-RANDOM`); volume names cannot start
+/// with a dot.
+const STAGING_PREFIX: &str = ".seed-";
+
+/// A staging copy last modified this long ago belongs to no live start: a setup that
+/// has not finished within [`crate::spawn::SETUP_TIMEOUT`] is killed.
+pub const ORPHAN_AGE: std::time::Duration = crate::spawn::SETUP_TIMEOUT.saturating_mul(2);
+
+/// Removes staging copies in `volumes` whose start was killed while seeding. Best
+/// effort: a copy that cannot be removed now is tried again at the next seeding.
+fn remove_orphan_copies(volumes: &Path) {
+    let Ok(entries) = std::fs::read_dir(volumes) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            continue;
+        }
+        // `DirEntry::metadata` is the entry itself, never what a planted symlink names. A
+        // modification time in the future (a clock set back) is never old.
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| {
+                now.duration_since(modified)
+                    .is_ok_and(|age| age > ORPHAN_AGE)
+            });
+        if old {
+            let path = entry.path();
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            if let Err(e) = removed {
+                log::warn!(
+                    "cannot remove the orphan volume copy {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 /// Opens `name` in `dir` for reading, never through a symlink, out of `dir` or
