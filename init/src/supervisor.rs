@@ -552,7 +552,16 @@ impl Supervisor {
             if !health.due(now) {
                 continue;
             }
-            match berth_runtime::exec::exec_in(run, &unit.spec, &config.command, config.timeout.0) {
+            let Ok(runtime) = &self.runtime else {
+                continue;
+            };
+            match berth_runtime::exec::exec_in(
+                run,
+                &unit.spec,
+                &runtime.store,
+                &config.command,
+                config.timeout.0,
+            ) {
                 Ok(pid) => health.check = Some(pid),
                 Err(e) => {
                     log::warn!(

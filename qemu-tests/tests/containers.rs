@@ -44,13 +44,17 @@ command = ["sh", "-c", "echo crashing; exit 3"]
 restart = "on-failure:4"
 
 # Healthy only once /tmp/ready exists (after 2 s); the check runs inside the container
-# (its hostname, its files) with its restrictions (no_new_privs, seccomp, capabilities).
+# (its hostname, its files) with its restrictions (no_new_privs, seccomp, capabilities),
+# and, as `docker exec`, with the configured environment and working directory, not
+# those the program has since (it changes PROBE before its exec).
 [[container]]
 name = "ready"
 image = "busybox:latest"
-command = ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000"]
+command = ["sh", "-c", "export PROBE=changed; sleep 2; touch /tmp/ready; exec sleep 1000"]
+env = { PROBE = "configured" }
+workdir = "/tmp"
 init = true
-healthcheck = { command = ["sh", "-c", "test -f /tmp/ready && test $(hostname) = ready && grep -q '^NoNewPrivs:.1' /proc/self/status && grep -q '^Seccomp:.2' /proc/self/status && grep -q '^CapEff:.00000000800405fb' /proc/self/status"], interval = "300ms", timeout = "2s", retries = 100 }
+healthcheck = { command = ["sh", "-c", "test -f /tmp/ready && test $(hostname) = ready && test x$PROBE = xconfigured && test $(pwd) = /tmp && grep -q '^NoNewPrivs:.1' /proc/self/status && grep -q '^Seccomp:.2' /proc/self/status && grep -q '^CapEff:.00000000800405fb' /proc/self/status"], interval = "300ms", timeout = "2s", retries = 100 }
 
 [[container]]
 name = "after-ready"

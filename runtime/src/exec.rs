@@ -4,9 +4,13 @@
 //! command counts against the container's limits. The helper enters the container's
 //! namespaces through its pidfd (`setns` with several `CLONE_NEW*` flags, Linux 5.8) and
 //! forks the command, which is then inside the container's PID namespace too. The
-//! command takes the identity of the container's program (user, groups, environment,
-//! read from its `/proc` entry as the container sees it), the container's capability set,
-//! `no_new_privs` and the seccomp filter, and its stdio goes to `/dev/null`.
+//! command runs as `docker exec` runs it: with the container's configured identity, not
+//! the running program's (which may have changed its environment since): the user, the
+//! environment and the working directory come from the spec and the config of the
+//! image the container was started from (the digest of its gc hold), the user and groups
+//! resolved in the container's own `/etc/passwd` and `/etc/group`, exactly as at the
+//! start. It gets the container's capability set, `no_new_privs` and the seccomp filter,
+//! and its stdio goes to `/dev/null`.
 //!
 //! The helper waits for the command, kills it after the timeout, and exits with its
 //! status: the command's code, 128 + a signal, [`TIMED_OUT`], or [`CANNOT_RUN`] when it
@@ -16,7 +20,11 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use berth_imagefs::oci::RunConfig;
+use berth_imagefs::Store;
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -32,24 +40,53 @@ pub const TIMED_OUT: i32 = 124;
 /// The helper's exit code when the command could not be started.
 pub const CANNOT_RUN: i32 = 126;
 
-/// Starts `argv` inside `run`; returns the helper's pid, to be reaped by the caller.
-/// The caller must be single-threaded (PID 1 is).
+/// Starts `argv` inside `run`, whose image is in the store at `store`; returns the
+/// helper's pid, to be reaped by the caller. The caller must be single-threaded (PID 1
+/// is).
 pub fn exec_in(
     run: &Running,
     spec: &ContainerSpec,
+    store: &Path,
     argv: &[String],
     timeout: Duration,
 ) -> std::io::Result<Pid> {
     match sys::clone3_into_cgroup(0, run.leaf.fd())? {
         Forked::Parent { pid, .. } => Ok(Pid::from_raw(pid)),
         Forked::Child => sys::child_exit(CANNOT_RUN, || {
-            helper(run.pidfd.as_fd(), spec, argv, timeout)
+            helper(run.pidfd.as_fd(), spec, store, argv, timeout)
         }),
     }
 }
 
-/// The helper: enter, fork the command, wait for it with a deadline.
-fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout: Duration) -> i32 {
+/// The run config of the image `spec`'s container was started from: the manifest its
+/// gc hold names, so that a name re-tagged since does not change what the check runs as.
+fn started_image_config(store: &Path, spec: &ContainerSpec) -> Result<RunConfig, String> {
+    let store = Store::open_existing(store).map_err(|e| e.to_string())?;
+    let _lock = store.lock_shared().map_err(|e| e.to_string())?;
+    let hold = format!("container-{}", spec.name);
+    let holds = store.holds().map_err(|e| e.to_string())?;
+    let manifest = match holds.get(&hold) {
+        Some(digest) => *digest,
+        None => {
+            return Err(format!(
+                "the store has no hold {hold} for the running container"
+            ))
+        }
+    };
+    let manifest = store.manifest(&manifest).map_err(|e| e.to_string())?;
+    let config = store.config(&manifest).map_err(|e| e.to_string())?;
+    Ok(config.config.unwrap_or_default())
+}
+
+/// The helper: read the image config, enter, fork the command, wait for it with a
+/// deadline.
+fn helper(
+    pidfd: BorrowedFd<'_>,
+    spec: &ContainerSpec,
+    store: &Path,
+    argv: &[String],
+    timeout: Duration,
+) -> i32 {
     // A copy of PID 1 with all its descriptors (other containers' pidfds and cgroups,
     // its signalfd): not dumpable, so that the container cannot open them through
     // /proc/<pid>/fd, and they are closed as soon as the namespaces are entered.
@@ -57,6 +94,14 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
         eprintln!("berth: exec in {}: prctl(PR_SET_DUMPABLE): {e}", spec.name);
         return CANNOT_RUN;
     }
+    // Before entering: the store is on the host's side of the mount namespace.
+    let image = match started_image_config(store, spec) {
+        Ok(image) => image,
+        Err(e) => {
+            eprintln!("berth: exec in {}: its image's config: {e}", spec.name);
+            return CANNOT_RUN;
+        }
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -75,7 +120,7 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
     }
     let child = match sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => sys::child_exit(CANNOT_RUN, || {
-            let e = match command(spec, argv) {
+            let e = match command(spec, &image, argv) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -107,40 +152,24 @@ fn helper(pidfd: BorrowedFd<'_>, spec: &ContainerSpec, argv: &[String], timeout:
 }
 
 /// The command's side: identity, privileges, exec. Returns only on failure.
-fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> {
-    // Inside the container's mount namespace "/" is its root and /proc its own. With
-    // `init = true` the container's PID 1 is the reaper, which never exec'd and still
-    // carries its caller's environment: take the program's (its child's) instead.
-    let main = if spec.init {
-        std::fs::read_to_string("/proc/1/task/1/children")
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok())
-            .unwrap_or(1)
-    } else {
-        1
+fn command(spec: &ContainerSpec, image: &RunConfig, argv: &[String]) -> Result<Infallible, String> {
+    // Inside the container's mount namespace "/" is its root: the account files are the
+    // container's own, read as the start read them.
+    let account_file = |path: &str| -> Result<String, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(format!("{path}: {e}")),
+        }
     };
-    let status = std::fs::read_to_string(format!("/proc/{main}/status"))
-        .map_err(|e| format!("/proc/{main}/status: {e}"))?;
-    let id = |key: &str| -> Vec<u32> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let uid = id("Uid:").first().copied().unwrap_or(0);
-    let gid = id("Gid:").first().copied().unwrap_or(0);
-    let groups = id("Groups:");
-    let environ = std::fs::read(format!("/proc/{main}/environ")).unwrap_or_default();
-    let env: Vec<String> = environ
-        .split(|b| *b == 0)
-        .filter(|e| !e.is_empty())
-        .map(|e| String::from_utf8_lossy(e).into_owned())
-        .collect();
+    let (passwd, group) = (account_file("/etc/passwd")?, account_file("/etc/group")?);
+    let process = process::resolve(spec, image).map_err(|e| e.to_string())?;
+    let id = process::identity(&process.user, &passwd, &group).map_err(|e| e.to_string())?;
+    let mut env = process.env;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", id.home));
+    }
+    let (uid, gid, groups) = (id.uid, id.gid, id.groups);
     let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
@@ -156,7 +185,8 @@ fn command(spec: &ContainerSpec, argv: &[String]) -> Result<Infallible, String> 
 
     let keep = security::capabilities(spec);
     security::become_user(&keep, uid, gid, &groups).map_err(|e| e.to_string())?;
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::unistd::chdir(process.workdir.as_str())
+        .map_err(|e| format!("chdir {}: {e}", process.workdir))?;
     let filter = crate::seccomp::compile(&keep);
     let null = std::fs::OpenOptions::new()
         .read(true)
