@@ -256,7 +256,7 @@ fn setup_and_exec(
         for d in &config.rootfs.diff_ids {
             links.push(store.ensure_link(d)?);
         }
-        store.hold_container(&format!("container-{}", spec.name), &manifest_digest)?;
+        store.hold_container(&crate::spawn::image_hold(&spec.name), &manifest_digest)?;
         store.ensure_scaffold()?;
         let plan = plan_for_store(&store, &links, Some(&s.upper))?;
         nix::mount::mount(

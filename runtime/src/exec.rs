@@ -63,7 +63,7 @@ pub fn exec_in(
 fn started_image_config(store: &Path, spec: &ContainerSpec) -> Result<RunConfig, String> {
     let store = Store::open_existing(store).map_err(|e| e.to_string())?;
     let _lock = store.lock_shared().map_err(|e| e.to_string())?;
-    let hold = format!("container-{}", spec.name);
+    let hold = crate::spawn::image_hold(&spec.name);
     let holds = store.holds().map_err(|e| e.to_string())?;
     let manifest = match holds.get(&hold) {
         Some(digest) => *digest,

@@ -56,6 +56,12 @@ pub enum StartError {
     Timeout { name: String, secs: u64 },
 }
 
+/// The name of the gc hold a container keeps on its image while it exists: taken by
+/// its setup, read by health checks (the image it started from), released at removal.
+pub(crate) fn image_hold(container: &str) -> String {
+    format!("container-{container}")
+}
+
 /// Where containers keep their state.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -290,7 +296,7 @@ impl Runtime {
     /// Removes a stopped container's state directory and its gc hold.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         if let Ok(store) = berth_imagefs::Store::open_existing(&self.store) {
-            let _ = store.release(&format!("container-{name}"));
+            let _ = store.release(&image_hold(name));
         }
         match std::fs::remove_dir_all(self.container_dir(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
