@@ -6,13 +6,21 @@
 //! an overlay of the image (crun and runc get a plain directory), creates and removes a
 //! cgroup leaf, and deletes the container's writable layer (`--rm`).
 //!
-//! Two calibration rows, from the same runs: `/bin/busybox true` without a container
-//! (the container's program: `execve` and its libc's start-up) and `berth --version`
-//! (berth's own `execve` and start-up, no container). Every `berth run` pays both, as
-//! every `crun run` pays crun's start-up and the program's; what is left is the
-//! container's own setup and teardown. On a virtual machine that traps `cpuid`, glibc's
-//! start-up alone (which reads the CPU's cache layout with dozens of `cpuid`s) can
-//! cost ~0.5 ms per process.
+//! berth runs twice: with the store in the temporary directory (whatever filesystem
+//! holds `$TMPDIR`: the container's writable layer and state live there, as they
+//! would under `/var/lib/berth`) and with the store on a tmpfs (as on a berth host,
+//! whose state directory is memory-backed). The difference is the disk's cost: on
+//! ext4 without a journal and with online `discard`, every directory created and
+//! removed costs a scan for recently deleted inodes and a synchronous discard.
+//!
+//! Three calibration rows, from the same runs: `/bin/busybox true` without a container
+//! (the container's program: `execve` and its libc's start-up), `berth --version`
+//! (berth's own `execve` and start-up, no container), and `unshare` making the same
+//! new namespaces (mount, PID, UTS, IPC, network) for `busybox true` and nothing else:
+//! no rootfs, cgroup, `/proc`, capabilities or seccomp. That last row is what any
+//! runtime pays on this machine before it does a container's work. On a virtual
+//! machine that traps `cpuid`, glibc's start-up alone (which reads the CPU's cache
+//! layout with dozens of `cpuid`s) can cost ~0.5 ms per process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -86,17 +94,10 @@ fn timed(cmd: &mut Command) -> Duration {
     took
 }
 
-/// On a hybrid host crun refuses to run at all. The bench therefore runs in its own
-/// mount namespace with the cgroup2 hierarchy mounted at /sys/fs/cgroup (as on a
-/// berth host), which all three runtimes then use.
-fn pure_cgroup2_view() {
+/// The bench runs in a mount namespace of its own, so that its tmpfs (and the cgroup2
+/// mount below) never outlive it.
+fn private_mounts() {
     use nix::mount::{mount, MsFlags};
-    let hybrid = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false);
-    if !hybrid {
-        return;
-    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
     mount(
         None::<&str>,
@@ -106,6 +107,18 @@ fn pure_cgroup2_view() {
         None::<&str>,
     )
     .unwrap();
+}
+
+/// On a hybrid host crun refuses to run at all. The bench therefore mounts the cgroup2
+/// hierarchy at /sys/fs/cgroup (as on a berth host), which all three runtimes then use.
+fn pure_cgroup2_view() {
+    use nix::mount::{mount, MsFlags};
+    let hybrid = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    if !hybrid {
+        return;
+    }
     mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",
@@ -117,7 +130,31 @@ fn pure_cgroup2_view() {
     println!("note: hybrid host: measuring with cgroup2 mounted at /sys/fs/cgroup in a private mount namespace");
 }
 
+/// A short name for the filesystem holding `path`.
+fn filesystem(path: &Path) -> String {
+    use nix::sys::statfs::*;
+    let Ok(fs) = statfs(path) else {
+        return "?".into();
+    };
+    let t = fs.filesystem_type();
+    let name = if t == EXT4_SUPER_MAGIC {
+        "ext4"
+    } else if t == TMPFS_MAGIC {
+        "tmpfs"
+    } else if t == XFS_SUPER_MAGIC {
+        "xfs"
+    } else if t == BTRFS_SUPER_MAGIC {
+        "btrfs"
+    } else if t == OVERLAYFS_SUPER_MAGIC {
+        "overlayfs"
+    } else {
+        return format!("fs {:#x}", t.0);
+    };
+    name.into()
+}
+
 fn main() {
+    private_mounts();
     pure_cgroup2_view();
     let runs: usize = std::env::var("BERTH_BENCH_RUNS")
         .ok()
@@ -131,6 +168,19 @@ fn main() {
     let store_dir = dir.path().join("store");
     let store = berth_imagefs::Store::open(&store_dir).unwrap();
     berth_imagefs::import(&store, &layout, &Default::default(), &mut |_| {}).unwrap();
+    let tmpfs = dir.path().join("tmpfs");
+    std::fs::create_dir(&tmpfs).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &tmpfs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .expect("mount tmpfs");
+    let tmpfs_store_dir = tmpfs.join("store");
+    let tmpfs_store = berth_imagefs::Store::open(&tmpfs_store_dir).unwrap();
+    berth_imagefs::import(&tmpfs_store, &layout, &Default::default(), &mut |_| {}).unwrap();
 
     let bundle = dir.path().join("bundle");
     write_rootfs(&bundle.join("rootfs"), &entries);
@@ -176,15 +226,31 @@ fn main() {
         );
         &["--cgroup-manager=disabled", "run", "-b"]
     };
-    let (mut b, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut bare, mut start) = (Vec::new(), Vec::new());
+    let (mut b, mut b_tmpfs, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bare, mut start, mut namespaces) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         bare.push(timed(Command::new("/bin/busybox").arg("true")));
         start.push(timed(Command::new(&berth).arg("--version")));
+        namespaces.push(timed(Command::new("unshare").args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--uts",
+            "--ipc",
+            "--net",
+            "/bin/busybox",
+            "true",
+        ])));
         b.push(timed(
             Command::new(&berth)
                 .args(["run", "--rm", "--store"])
                 .arg(&store_dir)
+                .args(["bench:latest", "/bin/true"]),
+        ));
+        b_tmpfs.push(timed(
+            Command::new(&berth)
+                .args(["run", "--rm", "--store"])
+                .arg(&tmpfs_store_dir)
                 .args(["bench:latest", "/bin/true"]),
         ));
         c.push(timed(
@@ -202,35 +268,39 @@ fn main() {
             ));
         }
     }
+    let disk = format!("berth run --rm, store on {}", filesystem(&store_dir));
     println!("container run of /bin/true, {runs} runs each, interleaved (ms)");
-    println!("{:<22} {:>8} {:>8}", "", "median", "p90");
-    println!(
-        "{:<22} {:>8.2} {:>8.2}",
-        "berth run --rm",
-        median(&mut b),
-        p90(&mut b)
-    );
-    println!(
-        "{:<22} {:>8.2} {:>8.2}",
-        "crun run",
-        median(&mut c),
-        p90(&mut c)
-    );
+    println!("{:<36} {:>8} {:>8}", "", "median", "p90");
+    let row = |name: &str, v: &mut Vec<Duration>| {
+        println!("{name:<36} {:>8.2} {:>8.2}", median(v), p90(v));
+    };
+    row(&disk, &mut b);
+    row("berth run --rm, store on tmpfs", &mut b_tmpfs);
+    row("crun run", &mut c);
     if have_runc {
-        println!(
-            "{:<22} {:>8.2} {:>8.2}",
-            "runc run",
-            median(&mut r),
-            p90(&mut r)
-        );
+        row("runc run", &mut r);
     }
     println!("berth / crun: {:.2}", median(&mut b) / median(&mut c));
-    let (bare, start) = (median(&mut bare), median(&mut start));
+    println!("calibration, from the same runs:");
+    row("  busybox true, no container", &mut bare);
+    row("  berth --version", &mut start);
+    row("  unshare -mpfui --net busybox true", &mut namespaces);
+    let (bare, start, namespaces) = (
+        median(&mut bare),
+        median(&mut start),
+        median(&mut namespaces),
+    );
+    let (b, b_tmpfs) = (median(&mut b), median(&mut b_tmpfs));
     println!(
-        "calibration: busybox true without a container {bare:.2} ms, berth --version {start:.2} ms"
+        "berth run beyond the two process start-ups: {:.2} ms (store on tmpfs {:.2} ms)",
+        b - bare - start,
+        b_tmpfs - bare - start
     );
     println!(
-        "berth run beyond those two process start-ups: {:.2} ms",
-        median(&mut b) - bare - start
+        "berth run beyond the bare namespaces (the floor of any runtime here): {:.2} ms (store on tmpfs {:.2} ms)",
+        b - namespaces,
+        b_tmpfs - namespaces
     );
+    // Emptied by the runs; unmounted so that the temporary directory can go.
+    let _ = nix::mount::umount2(&tmpfs, nix::mount::MntFlags::MNT_DETACH);
 }
