@@ -403,8 +403,9 @@ fn fork_for_init() -> Result<Option<Pid>, ChildError> {
     }
 }
 
-/// Reads a small file from inside the container; missing means empty.
-fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<String, ChildError> {
+/// Reads a small file from inside the container (at most [`MAX_ACCOUNT_FILE`] bytes, a
+/// regular file, never blocking); missing means empty. For the start and for `exec`.
+pub(crate) fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<String, ChildError> {
     let file = match rootfs::open_regular(root, path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),

@@ -30,6 +30,7 @@ use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::rootfs::{self, Resolve};
 use crate::spawn::Running;
 use crate::spec::{ContainerSpec, Network};
 use crate::sys::{self, Forked};
@@ -153,16 +154,16 @@ fn helper(
 
 /// The command's side: identity, privileges, exec. Returns only on failure.
 fn command(spec: &ContainerSpec, image: &RunConfig, argv: &[String]) -> Result<Infallible, String> {
-    // Inside the container's mount namespace "/" is its root: the account files are the
-    // container's own, read as the start read them.
-    let account_file = |path: &str| -> Result<String, String> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
-    };
-    let (passwd, group) = (account_file("/etc/passwd")?, account_file("/etc/group")?);
+    // Inside the container's mount namespace "/" is its root. Everything is resolved
+    // from it as the start resolves it: the account files bounded and never through a
+    // magic link, the program and the working directory inside the root only.
+    let root: OwnedFd = std::fs::File::open("/")
+        .map_err(|e| format!("/: {e}"))?
+        .into();
+    let passwd =
+        crate::child::read_in_root(root.as_fd(), "/etc/passwd").map_err(|e| e.to_string())?;
+    let group =
+        crate::child::read_in_root(root.as_fd(), "/etc/group").map_err(|e| e.to_string())?;
     let process = process::resolve(spec, image).map_err(|e| e.to_string())?;
     let id = process::identity(&process.user, &passwd, &group).map_err(|e| e.to_string())?;
     let mut env = process.env;
@@ -175,18 +176,18 @@ fn command(spec: &ContainerSpec, image: &RunConfig, argv: &[String]) -> Result<I
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(process::DEFAULT_PATH)
         .to_string();
-    let root: OwnedFd = std::fs::File::open("/")
-        .map_err(|e| format!("/: {e}"))?
-        .into();
     let argv0 = argv.first().cloned().unwrap_or_default();
-    let program = crate::child::find_executable(root.as_fd(), &argv0, &path_var, "/")
+    let program = crate::child::find_executable(root.as_fd(), &argv0, &path_var, &process.workdir)
         .map_err(|e| e.to_string())?;
+    let workdir = rootfs::open(root.as_fd(), &process.workdir, Resolve::InRoot, true)
+        .map_err(|e| format!("working directory: {e}"))?;
     drop(root);
 
     let keep = security::capabilities(spec);
     security::become_user(&keep, uid, gid, &groups).map_err(|e| e.to_string())?;
-    nix::unistd::chdir(process.workdir.as_str())
-        .map_err(|e| format!("chdir {}: {e}", process.workdir))?;
+    nix::unistd::fchdir(workdir.as_raw_fd())
+        .map_err(|e| format!("working directory {}: {e}", process.workdir))?;
+    drop(workdir);
     let filter = crate::seccomp::compile(&keep);
     let null = std::fs::OpenOptions::new()
         .read(true)
