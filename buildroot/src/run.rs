@@ -277,8 +277,11 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         // A failed start removes what it created itself (and never touches the
         // directory of another container of the same name).
         Err(e) => {
-            let code = match e {
+            let code = match &e {
                 berth_runtime::StartError::Setup { .. } => 127,
+                berth_runtime::StartError::SetupOomKilled { exit, .. } => {
+                    u8::try_from(exit.code).unwrap_or(137)
+                }
                 _ => 125,
             };
             return Err(RunError {

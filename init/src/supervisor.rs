@@ -369,7 +369,7 @@ impl Supervisor {
     /// process was killed for memory under the container's limit (`status` and
     /// `oom_kills` are the reaped setup process's; `None` when there was none).
     fn after_failed_setup(unit: &mut Unit, reaped: Option<(WaitStatus, u64)>) {
-        Self::after_exit(unit, failed_setup_exit(reaped), Duration::ZERO);
+        Self::after_exit(unit, Exit::failed_setup(reaped), Duration::ZERO);
     }
 
     /// Reads a starting container's report; moves it to `Running` once its program
@@ -751,39 +751,9 @@ impl Supervisor {
     }
 }
 
-/// The exit a failed start counts as: Docker's "cannot run" code, unless the cgroup saw
-/// an OOM kill (the setup process killed for memory under the container's limit).
-fn failed_setup_exit(reaped: Option<(WaitStatus, u64)>) -> Exit {
-    match reaped {
-        Some((status, oom_kills)) if oom_kills > 0 => Exit::from_wait(status, oom_kills),
-        _ => Exit {
-            code: berth_runtime::child::SETUP_FAILED,
-            signal: None,
-            oom_killed: false,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_setup_killed_for_memory_is_an_oom_kill() {
-        let pid = Pid::from_raw(7);
-        let killed = WaitStatus::Signaled(pid, Signal::SIGKILL, false);
-        let oom = failed_setup_exit(Some((killed, 1)));
-        assert!(oom.oom_killed && oom.code == 137, "{oom}");
-        // Killed by PID 1 after an error report, or exited on its own: "cannot run".
-        for reaped in [
-            Some((killed, 0)),
-            Some((WaitStatus::Exited(pid, 127), 0)),
-            None,
-        ] {
-            let exit = failed_setup_exit(reaped);
-            assert!(!exit.oom_killed && exit.code == 127, "{exit}");
-        }
-    }
 
     #[test]
     fn backoff_doubles_caps_and_resets() {

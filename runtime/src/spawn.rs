@@ -54,6 +54,8 @@ pub enum StartError {
     Setup { name: String, message: String },
     #[error("container {name}: setup did not finish within {secs} s; killed")]
     Timeout { name: String, secs: u64 },
+    #[error("container {name}: the setup process was killed for memory under the container's limit: {exit}")]
+    SetupOomKilled { name: String, exit: Exit },
 }
 
 /// The name of the gc hold a container keeps on its image while it exists: taken by
@@ -125,6 +127,22 @@ impl Exit {
 
     pub fn success(&self) -> bool {
         self.code == 0
+    }
+
+    /// The exit a start that never reached its program counts as: Docker's "cannot run"
+    /// code, unless the container's cgroup saw an OOM kill (the setup process killed for
+    /// memory under the container's limit), which counts as that kill. `reaped` is the
+    /// setup process's status and the cgroup's OOM kill count; `None` when there was no
+    /// process, or it could not be reaped.
+    pub fn failed_setup(reaped: Option<(WaitStatus, u64)>) -> Exit {
+        match reaped {
+            Some((status, oom_kills)) if oom_kills > 0 => Exit::from_wait(status, oom_kills),
+            _ => Exit {
+                code: child::SETUP_FAILED,
+                signal: None,
+                oom_killed: false,
+            },
+        }
     }
 }
 
@@ -308,17 +326,20 @@ impl Runtime {
 /// Reaps `pid` if it exits within `limit`, for [`Starting::wait`] (`berth run`; PID 1
 /// uses [`Starting::advance`] and reaps in its loop). A child stuck in the kernel after
 /// SIGKILL must not hold `berth run` forever: it is left to be reaped at its exit.
-fn reap_within(pid: Pid, limit: Duration) {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+/// Returns its status, or `None` if it is still there (or was not ours to reap).
+fn reap_within(pid: Pid, limit: Duration) -> Option<WaitStatus> {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {
                 std::thread::sleep(Duration::from_millis(2))
             }
-            _ => return,
+            Ok(status) => return Some(status),
+            Err(_) => return None,
         }
     }
+    None
 }
 
 fn read_small(path: &str) -> String {
@@ -456,9 +477,16 @@ impl Starting {
             Ok(stop_signal) => Ok(self.into_running(stop_signal)),
             Err(e) => {
                 self.kill();
-                reap_within(self.pid, Duration::from_secs(1));
+                let reaped = reap_within(self.pid, Duration::from_secs(1))
+                    .map(|status| (status, self.leaf.oom_kills()));
                 let _ = self.leaf.remove();
-                Err(e)
+                match Exit::failed_setup(reaped) {
+                    exit if exit.oom_killed => Err(StartError::SetupOomKilled {
+                        name: self.name,
+                        exit,
+                    }),
+                    _ => Err(e),
+                }
             }
         }
     }
@@ -510,6 +538,24 @@ mod tests {
         // execve failed after the child said it was about to run it.
         let e = parse_report(b"exec\nerror /bin/x: ENOENT\n", "c").unwrap_err();
         assert_eq!(e.to_string(), "container c: /bin/x: ENOENT");
+    }
+
+    #[test]
+    fn a_setup_killed_for_memory_is_an_oom_kill() {
+        use nix::sys::signal::Signal;
+        let pid = Pid::from_raw(7);
+        let killed = WaitStatus::Signaled(pid, Signal::SIGKILL, false);
+        let oom = Exit::failed_setup(Some((killed, 1)));
+        assert!(oom.oom_killed && oom.code == 137, "{oom}");
+        // Killed by the caller after an error report, or exited on its own: "cannot run".
+        for reaped in [
+            Some((killed, 0)),
+            Some((WaitStatus::Exited(pid, 127), 0)),
+            None,
+        ] {
+            let exit = Exit::failed_setup(reaped);
+            assert!(!exit.oom_killed && exit.code == 127, "{exit}");
+        }
     }
 
     #[test]
