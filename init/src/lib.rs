@@ -8,7 +8,9 @@
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`helper`] (`berth-helper`, the binary of those child processes), [`supervisor`] (starting, restarting and stopping
 //! containers with `berth_runtime`), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
-//! child process and the container bridge). PID 1 has no `unsafe`
+//! child process and the container bridge). Containers as data: [`registry`] (ids, names,
+//! lookup) and [`state_dir`] (every path under `/var/lib/berth`, and records written
+//! atomically). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
 pub mod boot_config;
@@ -24,8 +26,10 @@ pub mod mounts;
 pub mod network;
 pub mod power_button;
 pub mod reaper;
+pub mod registry;
 pub mod shutdown;
 pub mod signals;
+pub mod state_dir;
 pub mod supervisor;
 pub mod switch_root;
 pub mod tomlpath;
