@@ -40,6 +40,9 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "debian packages: all present"; fi
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+	@# The API tests drive berth with the real docker CLI (no daemon is needed or started).
+	@command -v docker >/dev/null || { echo "installing the docker CLI (Debian's docker.io)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io; }
 
 init:
 	RUSTFLAGS="$(INIT_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p berth-init
@@ -69,9 +72,9 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Every tier: unit tests, root host tests and QEMU tests. The BERTH_REQUIRE_* switches
-# turn "skipping: not root / no qemu" into failures, so nothing is skipped silently here.
+# turn "skipping: not root / no qemu / no docker CLI" into failures, so nothing is skipped silently here.
 test: deps init kernel lint
-	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 $(CARGO) test --locked --workspace
+	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 BERTH_REQUIRE_DOCKER_CLI=1 $(CARGO) test --locked --workspace
 
 # The floor: a trivial static /init that only powers off, booted on the same kernel.
 floor-init:

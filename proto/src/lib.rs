@@ -18,9 +18,10 @@
 //! Descriptors received are always owned ([`std::os::fd::OwnedFd`], close-on-exec), so a
 //! message that is refused closes them instead of leaking them into PID 1.
 //!
-//! Files: [`message`] (the envelope and request ids), [`channel`] (the socket, sending and
+//! Files: [`message`] (the envelope and request ids), [`api`] (the API server's messages), [`channel`] (the socket, sending and
 //! receiving), `sys` (the one `recvmsg` call and its control-message parsing).
 
+pub mod api;
 pub mod channel;
 pub mod message;
 mod sys;

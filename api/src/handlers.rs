@@ -1,0 +1,225 @@
+//! The handlers: each a thin translation between Docker's HTTP shapes and one typed
+//! request to the backend.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+
+use berth_proto::api::{
+    ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, SystemInfo,
+};
+
+use crate::query::Query;
+use crate::route::{route, Route};
+use crate::server::{error, json, Server};
+use crate::wire;
+
+type Reply = Response<Full<Bytes>>;
+
+/// Routes and answers one request.
+pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = Query::parse(req.uri().query());
+    let route = match route(&method, &path) {
+        Ok((_, r)) => r,
+        Err(e) => return error(status(e.status()), &e.to_string()),
+    };
+    let result = match route {
+        Route::Ping => Ok(ping(&method)),
+        Route::Version => version(server).await,
+        Route::Info => info(server).await,
+        Route::ContainerList => container_list(server, &query).await,
+        Route::ImageCreate => Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "berth cannot pull images from a registry yet: load them with `docker load` (or bake them into the host with [[image]])",
+        )),
+        other => Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("berth does not serve {method} {path} yet ({other:?})"),
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// `/_ping`: `OK`, with the headers clients negotiate the version from (added to every
+/// response by the server).
+fn ping(method: &str) -> Reply {
+    let body = if method == "HEAD" { "" } else { "OK" };
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        "Content-Type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "Cache-Control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert("Pragma", HeaderValue::from_static("no-cache"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    r
+}
+
+/// The HTTP response for a failure PID 1 reported.
+fn failed(f: &Failure) -> Reply {
+    let code = match f.kind {
+        FailureKind::Invalid => StatusCode::BAD_REQUEST,
+        FailureKind::NotFound => StatusCode::NOT_FOUND,
+        FailureKind::Conflict => StatusCode::CONFLICT,
+        FailureKind::NotModified => StatusCode::NOT_MODIFIED,
+        FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        FailureKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+    };
+    if code == StatusCode::NOT_MODIFIED {
+        // A 304 carries no body.
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = code;
+        return r;
+    }
+    error(code, &f.message)
+}
+
+/// Asks the backend; a failure or no answer becomes the error response.
+async fn ask(server: &Server, request: ApiRequest) -> Result<ApiResponse, Reply> {
+    match server.backend().call(request).await {
+        Ok(ApiResponse::Failed(f)) => Err(failed(&f)),
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
+    }
+}
+
+fn unexpected(asked: &str, got: &ApiResponse) -> Reply {
+    log::error!("PID 1 answered {asked} with {got:?}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("PID 1 gave an answer of the wrong kind to {asked}"),
+    )
+}
+
+async fn system_info(server: &Server) -> Result<SystemInfo, Reply> {
+    match ask(server, ApiRequest::SystemInfo).await? {
+        ApiResponse::SystemInfo(i) => Ok(i),
+        other => Err(unexpected("system info", &other)),
+    }
+}
+
+async fn containers(server: &Server) -> Result<Vec<ContainerView>, Reply> {
+    match ask(server, ApiRequest::ListContainers).await? {
+        ApiResponse::Containers(c) => Ok(c),
+        other => Err(unexpected("list containers", &other)),
+    }
+}
+
+async fn version(server: &Server) -> Result<Reply, Reply> {
+    let info = system_info(server).await?;
+    Ok(json(StatusCode::OK, &wire::Version::of(&info)))
+}
+
+async fn info(server: &Server) -> Result<Reply, Reply> {
+    let info = system_info(server).await?;
+    let all = containers(server).await?;
+    let now = crate::time::format_rfc3339(std::time::SystemTime::now());
+    Ok(json(StatusCode::OK, &wire::Info::of(&info, &all, now)))
+}
+
+/// The `filters` keys `/containers/json` takes.
+const CONTAINER_FILTERS: &[&str] = &[
+    "id", "name", "label", "status", "ancestor", "exited", "health",
+];
+
+/// `/containers/json`: `all`, `limit`, `filters`; newest first, as dockerd.
+async fn container_list(server: &Server, query: &Query) -> Result<Reply, Reply> {
+    let bad = |e: crate::query::QueryError| error(StatusCode::BAD_REQUEST, &e.to_string());
+    let filters = query.filters(CONTAINER_FILTERS).map_err(bad)?;
+    let limit = query.int("limit").map_err(bad)?;
+    let all = query.bool("all") || limit.is_some_and(|n| n > 0) || filters.get("status").is_some();
+    let mut list = containers(server).await?;
+    list.retain(|c| {
+        (all || matches!(
+            c.state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        )) && filters.any("id", |v| c.id.starts_with(v))
+            && filters.any("name", |v| c.name.contains(v.trim_start_matches('/')))
+            && filters.any("status", |v| v == c.state.as_str())
+            && filters.any("ancestor", |v| same_image(v, &c.image))
+            && filters.any("exited", |v| {
+                c.state == ContainerState::Exited && v.parse::<i32>().ok() == c.exit_code
+            })
+            && filters.any("health", |v| c.health.as_deref().unwrap_or("none") == v)
+            && filters.labels_match(&c.labels)
+    });
+    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+    if let Some(n) = limit.filter(|n| *n > 0) {
+        list.truncate(n as usize);
+    }
+    let now = crate::time::now_unix();
+    let rows: Vec<wire::ContainerSummary> = list
+        .iter()
+        .map(|c| wire::ContainerSummary::of(c, now))
+        .collect();
+    Ok(json(StatusCode::OK, &rows))
+}
+
+/// Two image names that Docker takes for the same: `busybox`, `busybox:latest` and
+/// `docker.io/library/busybox:latest`.
+pub fn same_image(a: &str, b: &str) -> bool {
+    normalize_image(a) == normalize_image(b)
+}
+
+/// Docker's normalization of an image name: the default registry and `library/`
+/// namespace for single names, `:latest` when there is neither tag nor digest.
+pub fn normalize_image(name: &str) -> String {
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = if has_registry {
+        name.to_owned()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{rest}")
+    };
+    let last = full.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_normalize_as_dockers() {
+        for same in [
+            "busybox",
+            "busybox:latest",
+            "docker.io/library/busybox:latest",
+            "library/busybox",
+        ] {
+            assert_eq!(
+                normalize_image(same),
+                "docker.io/library/busybox:latest",
+                "{same}"
+            );
+        }
+        assert_eq!(normalize_image("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(
+            normalize_image("registry.example:5000/app"),
+            "registry.example:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_image("localhost/app@sha256:ab"),
+            "localhost/app@sha256:ab"
+        );
+        assert!(!same_image("busybox:1", "busybox"));
+    }
+}

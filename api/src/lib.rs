@@ -1,0 +1,24 @@
+//! The Docker Engine API of a berth host.
+//!
+//! It runs as `berth-helper api`, a child of PID 1 that PID 1 restarts if it dies: all
+//! HTTP, JSON and stream parsing happens here, and PID 1 sees only the typed requests of
+//! `berth_proto::api`. Clients (the docker CLI, docker-py, dockerode, testcontainers)
+//! work unchanged against it.
+//!
+//! Files: [`route`] (method and path to an endpoint, API versions), [`query`] (query
+//! strings and `filters`), [`wire`] (Docker's JSON shapes), [`stdcopy`] (stream
+//! multiplexing), [`time`], [`handlers`] (one translation per endpoint), [`backend`]
+//! (what the handlers ask: PID 1, or a stand-in in tests), [`server`] (listeners,
+//! limits, hyper).
+
+pub mod backend;
+pub mod handlers;
+pub mod query;
+pub mod route;
+pub mod server;
+pub mod stdcopy;
+pub mod time;
+pub mod wire;
+
+pub use backend::{Answer, Backend, BackendError};
+pub use server::{Limits, Listen, Listener, Server};

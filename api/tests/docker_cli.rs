@@ -1,0 +1,334 @@
+//! The API server against a stand-in PID 1, driven by the real docker CLI and by raw
+//! requests. The docker CLI is required under `make test` (BERTH_REQUIRE_DOCKER_CLI=1).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::{Answer, Backend, Limits, Listen, Listener, Server};
+use berth_proto::api::{
+    ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, PortView,
+    SystemInfo,
+};
+
+/// A PID 1 stand-in with three containers: one running, one exited, one created.
+struct Fake {
+    containers: Vec<ContainerView>,
+}
+
+fn view(n: u8, name: &str, state: ContainerState, origin: &str) -> ContainerView {
+    ContainerView {
+        id: format!("{n:x}").repeat(64),
+        name: name.to_owned(),
+        image: "busybox:latest".to_owned(),
+        image_id: None,
+        command: vec!["sleep".to_owned(), "1000".to_owned()],
+        labels: BTreeMap::from([("org.berth.origin".to_owned(), origin.to_owned())]),
+        state,
+        created: 1_700_000_000 + i64::from(n),
+        started_at: Some("2023-11-14T22:13:20Z".to_owned()),
+        finished_at: (state == ContainerState::Exited).then(|| "2023-11-14T22:13:25Z".to_owned()),
+        exit_code: (state == ContainerState::Exited).then_some(3),
+        oom_killed: false,
+        pid: (state == ContainerState::Running).then_some(42),
+        restart_count: 0,
+        health: None,
+        ports: vec![PortView {
+            private_port: 80,
+            protocol: "tcp".to_owned(),
+            host_ip: Some("0.0.0.0".to_owned()),
+            host_port: Some(8080),
+        }],
+        network_mode: "bridge".to_owned(),
+        ip_address: Some("10.88.0.2".to_owned()),
+    }
+}
+
+impl Backend for Fake {
+    fn call(&self, request: ApiRequest) -> Answer<'_> {
+        let answer = match request {
+            ApiRequest::SystemInfo => ApiResponse::SystemInfo(SystemInfo {
+                hostname: "berth-test".to_owned(),
+                kernel_version: "6.1.0-test".to_owned(),
+                ncpu: 7,
+                mem_total_bytes: 1 << 30,
+                images: 2,
+                cgroup_version: 2,
+                state_in_ram: true,
+                berth_version: "0.1.0".to_owned(),
+            }),
+            ApiRequest::ListContainers => ApiResponse::Containers(self.containers.clone()),
+            ApiRequest::InspectContainer { reference } => ApiResponse::Failed(Failure {
+                kind: FailureKind::NotFound,
+                message: format!("No such container: {reference}"),
+            }),
+        };
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// Starts the server on a unix socket in a new temporary directory.
+fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let backend = Arc::new(Fake {
+        containers: vec![
+            view(1, "web", ContainerState::Running, "host.toml"),
+            view(2, "job", ContainerState::Exited, "api"),
+            view(3, "fresh", ContainerState::Created, "api"),
+        ],
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let path = sock.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = Listener::bind(&Listen::Unix(path), 0o660).await.unwrap();
+            ready_tx.send(()).unwrap();
+            Server::new(backend, limits).serve(listener).await;
+        });
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    (dir, sock)
+}
+
+fn docker_cli() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("docker"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("BERTH_REQUIRE_DOCKER_CLI").is_none(),
+            "the docker CLI is required (BERTH_REQUIRE_DOCKER_CLI) but not on PATH: `make deps` installs it"
+        );
+        eprintln!("skipping: no docker CLI on PATH");
+    }
+    found
+}
+
+fn docker(sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(docker_cli().unwrap())
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("DOCKER_CONFIG", sock.parent().unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docker_ok(sock: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = docker(sock, args);
+    assert!(ok, "docker {args:?} failed: {err}");
+    out
+}
+
+/// One raw HTTP/1.1 exchange; returns the whole response text.
+fn raw(sock: &Path, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn the_docker_cli_reads_version_info_and_ps() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let (_dir, sock) = start(Limits::default());
+    let version = docker_ok(
+        &sock,
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.Version}} {{.Server.Os}}",
+        ],
+    );
+    assert_eq!(version.trim(), "1.47 0.1.0 linux");
+    let info = docker_ok(
+        &sock,
+        &[
+            "info",
+            "--format",
+            "{{.NCPU}} {{.ContainersRunning}} {{.ContainersStopped}} {{.Name}}",
+        ],
+    );
+    assert_eq!(info.trim(), "7 1 2 berth-test");
+
+    let running = docker_ok(
+        &sock,
+        &["ps", "--format", "{{.Names}} {{.Ports}} {{.Status}}"],
+    );
+    let lines: Vec<&str> = running.lines().collect();
+    assert_eq!(lines.len(), 1, "{running}");
+    assert!(
+        lines[0].starts_with("web 0.0.0.0:8080->80/tcp Up "),
+        "{running}"
+    );
+
+    let all = docker_ok(&sock, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(
+        all.lines().collect::<Vec<_>>(),
+        ["fresh", "job", "web"],
+        "newest first"
+    );
+    let from_api = docker_ok(
+        &sock,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "label=org.berth.origin=api",
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert_eq!(from_api.lines().collect::<Vec<_>>(), ["fresh", "job"]);
+    let exited = docker_ok(&sock, &["ps", "-aq", "--filter", "status=exited"]);
+    assert_eq!(exited.trim(), "2".repeat(12));
+    let by_exit = docker_ok(
+        &sock,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "exited=3",
+            "--format",
+            "{{.Status}}",
+        ],
+    );
+    assert!(by_exit.trim().starts_with("Exited (3) "), "{by_exit}");
+
+    // Filters berth does not know are refused by name, as dockerd refuses them.
+    let (ok, _, err) = docker(&sock, &["ps", "--filter", "bogus=1"]);
+    assert!(!ok);
+    assert!(err.contains("invalid filter 'bogus'"), "{err}");
+    // An endpoint that is not there yet says so, with the path.
+    let (ok, _, err) = docker(&sock, &["pull", "busybox"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot pull images from a registry yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn raw_requests_get_dockers_answers() {
+    let (_dir, sock) = start(Limits::default());
+    let ping = raw(
+        &sock,
+        b"HEAD /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
+    for header in ["api-version: 1.47", "ostype: linux", "server: berth/"] {
+        assert!(
+            ping.to_ascii_lowercase().contains(header),
+            "{header}: {ping}"
+        );
+    }
+    let get = raw(
+        &sock,
+        b"GET /v1.44/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(get.ends_with("\r\n\r\nOK"), "{get}");
+
+    let missing = raw(
+        &sock,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(
+        missing.contains(r#"{"message":"page not found"}"#),
+        "{missing}"
+    );
+    let too_new = raw(
+        &sock,
+        b"GET /v1.99/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(too_new.starts_with("HTTP/1.1 400"), "{too_new}");
+    assert!(
+        too_new.contains("Maximum supported API version is 1.47"),
+        "{too_new}"
+    );
+    let bad_filter = raw(
+        &sock,
+        b"GET /containers/json?filters=%7Bnope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(bad_filter.starts_with("HTTP/1.1 400"), "{bad_filter}");
+    assert!(bad_filter.contains("invalid filter"), "{bad_filter}");
+}
+
+#[test]
+fn oversized_and_slow_requests_are_cut_off_and_others_still_served() {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (_dir, sock) = start(limits);
+    // A request line of 1 MB.
+    let mut long = b"GET /".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 1024 * 1024));
+    long.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = raw(&sock, &long);
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 431")
+            || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    // A client that sends half a header and stalls is dropped after the header timeout.
+    let mut slow = UnixStream::connect(&sock).unwrap();
+    slow.write_all(b"GET /_ping HTTP/1.1\r\nHo").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stalled client was kept"
+    );
+    // Meanwhile and after, others are served.
+    let ok = raw(
+        &sock,
+        b"GET /containers/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[test]
+fn past_the_connection_cap_new_clients_are_told_so() {
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let (_dir, sock) = start(limits);
+    let idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = raw(&sock, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too many connections"), "{refused}");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    let ok = raw(
+        &sock,
+        b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
