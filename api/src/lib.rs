@@ -8,15 +8,18 @@
 //! Files: [`route`] (method and path to an endpoint, API versions), [`query`] (query
 //! strings and `filters`), [`wire`] (Docker's JSON shapes), [`stdcopy`] (stream
 //! multiplexing), [`time`], [`handlers`] (one translation per endpoint), [`backend`]
-//! (what the handlers ask: PID 1, or a stand-in in tests), [`server`] (listeners,
+//! (what the handlers ask), [`pid1`] (the backend on a host: PID 1 over the API
+//! channel), [`server`] (listeners,
 //! limits, hyper).
 
 pub mod backend;
 pub mod handlers;
+pub mod pid1;
 pub mod query;
 pub mod route;
 pub mod server;
 pub mod stdcopy;
+mod sys;
 pub mod time;
 pub mod wire;
 
