@@ -32,6 +32,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::Version => version(server).await,
         Route::Info => info(server).await,
         Route::ContainerList => container_list(server, &query).await,
+        Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
         Route::ImageCreate => Err(error(
             StatusCode::NOT_IMPLEMENTED,
             "berth cannot pull images from a registry yet: load them with `docker load` (or bake them into the host with [[image]])",
@@ -165,6 +166,28 @@ async fn container_list(server: &Server, query: &Query) -> Result<Reply, Reply> 
         .map(|c| wire::ContainerSummary::of(c, now))
         .collect();
     Ok(json(StatusCode::OK, &rows))
+}
+
+/// `/containers/create?name=…`: 201 with the new id.
+async fn container_create(server: &Server, query: &Query, body: Incoming) -> Result<Reply, Reply> {
+    let bytes = server.body(body).await?;
+    let spec = crate::create::translate(&bytes, server.policy())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let name = query
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    let request = ApiRequest::CreateContainer {
+        name,
+        spec: Box::new(spec),
+    };
+    match ask(server, request).await? {
+        ApiResponse::Created { id, warnings } => Ok(json(
+            StatusCode::CREATED,
+            &wire::CreateResponse { id, warnings },
+        )),
+        other => Err(unexpected("create container", &other)),
+    }
 }
 
 /// Two image names that Docker takes for the same: `busybox`, `busybox:latest` and

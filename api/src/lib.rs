@@ -13,6 +13,7 @@
 //! limits, hyper).
 
 pub mod backend;
+pub mod create;
 pub mod handlers;
 pub mod pid1;
 pub mod query;
@@ -24,4 +25,5 @@ pub mod time;
 pub mod wire;
 
 pub use backend::{Answer, Backend, BackendError};
+pub use create::Policy;
 pub use server::{Limits, Listen, Listener, Server};

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 use crate::backend::Backend;
+use crate::create::Policy;
 use crate::handlers;
 
 /// Bounds on what one client can make the server hold.
@@ -85,15 +86,17 @@ impl Listener {
 pub struct Server {
     backend: Arc<dyn Backend>,
     limits: Limits,
+    policy: Policy,
     permits: Arc<Semaphore>,
 }
 
 impl Server {
-    pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Arc<Server> {
+    pub fn new(backend: Arc<dyn Backend>, limits: Limits, policy: Policy) -> Arc<Server> {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Arc::new(Server {
             backend,
             limits,
+            policy,
             permits,
         })
     }
@@ -168,6 +171,11 @@ impl Server {
         headers.insert("Server", HeaderValue::from_static(SERVER_HEADER));
         headers.insert("Ostype", HeaderValue::from_static("linux"));
         response
+    }
+
+    /// What this host allows beyond Docker's defaults.
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     pub fn backend(&self) -> &dyn Backend {

@@ -262,6 +262,14 @@ impl Info {
     }
 }
 
+/// `201` to `/containers/create`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateResponse {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
 /// One row of `/containers/json`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{Answer, Backend, Limits, Listen, Listener, Server};
+use berth_api::{Answer, Backend, Limits, Listen, Listener, Policy, Server};
 use berth_proto::api::{
     ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, PortView,
     SystemInfo,
@@ -17,7 +17,7 @@ use berth_proto::api::{
 
 /// A PID 1 stand-in with three containers: one running, one exited, one created.
 struct Fake {
-    containers: Vec<ContainerView>,
+    containers: std::sync::Mutex<Vec<ContainerView>>,
 }
 
 fn view(n: u8, name: &str, state: ContainerState, origin: &str) -> ContainerView {
@@ -61,7 +61,44 @@ impl Backend for Fake {
                 state_in_ram: true,
                 berth_version: "0.1.0".to_owned(),
             }),
-            ApiRequest::ListContainers => ApiResponse::Containers(self.containers.clone()),
+            ApiRequest::ListContainers => {
+                ApiResponse::Containers(self.containers.lock().unwrap().clone())
+            }
+            ApiRequest::CreateContainer { name, spec } => {
+                let mut all = self.containers.lock().unwrap();
+                let n = all.len() as u8 + 1;
+                let name = name.unwrap_or_else(|| format!("made{n}"));
+                let name = name.trim_start_matches('/').to_owned();
+                if all.iter().any(|c| c.name == name) {
+                    ApiResponse::Failed(Failure {
+                        kind: FailureKind::Conflict,
+                        message: format!(
+                            "Conflict. The container name \"/{name}\" is already in use"
+                        ),
+                    })
+                } else {
+                    let mut c = view(n, &name, ContainerState::Created, "api");
+                    c.image = spec.image.clone();
+                    c.labels.extend(spec.labels.clone());
+                    c.command = spec.command.clone().unwrap_or_default();
+                    c.ports = spec
+                        .ports
+                        .iter()
+                        .map(|p| PortView {
+                            private_port: p.container_port,
+                            protocol: p.protocol.clone(),
+                            host_ip: p.host_ip.clone(),
+                            host_port: p.host_port,
+                        })
+                        .collect();
+                    let id = c.id.clone();
+                    all.push(c);
+                    ApiResponse::Created {
+                        id,
+                        warnings: Vec::new(),
+                    }
+                }
+            }
             ApiRequest::InspectContainer { reference } => ApiResponse::Failed(Failure {
                 kind: FailureKind::NotFound,
                 message: format!("No such container: {reference}"),
@@ -76,11 +113,11 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let backend = Arc::new(Fake {
-        containers: vec![
+        containers: std::sync::Mutex::new(vec![
             view(1, "web", ContainerState::Running, "host.toml"),
             view(2, "job", ContainerState::Exited, "api"),
             view(3, "fresh", ContainerState::Created, "api"),
-        ],
+        ]),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let path = sock.clone();
@@ -92,7 +129,9 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
         rt.block_on(async move {
             let listener = Listener::bind(&Listen::Unix(path), 0o660).await.unwrap();
             ready_tx.send(()).unwrap();
-            Server::new(backend, limits).serve(listener).await;
+            Server::new(backend, limits, Policy::default())
+                .serve(listener)
+                .await;
         });
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -225,6 +264,53 @@ fn the_docker_cli_reads_version_info_and_ps() {
         err.contains("cannot pull images from a registry yet"),
         "{err}"
     );
+}
+
+#[test]
+fn the_docker_cli_creates_containers() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let (_dir, sock) = start(Limits::default());
+    let id = docker_ok(
+        &sock,
+        &[
+            "create",
+            "--name",
+            "made",
+            "-p",
+            "127.0.0.1::80",
+            "--label",
+            "team=a",
+            "busybox",
+            "httpd",
+            "-f",
+        ],
+    );
+    assert_eq!(id.trim(), "4".repeat(64));
+    let row = docker_ok(
+        &sock,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "label=team=a",
+            "--format",
+            "{{.Names}} {{.Image}} {{.Command}} {{.Status}}",
+        ],
+    );
+    assert_eq!(row.trim(), "made busybox \"httpd -f\" Created");
+    // A taken name is a 409 with Docker's message.
+    let (ok, _, err) = docker(&sock, &["create", "--name", "made", "busybox"]);
+    assert!(!ok);
+    assert!(err.contains("is already in use"), "{err}");
+    // What the API server refuses names the field.
+    let (ok, _, err) = docker(&sock, &["create", "--privileged", "busybox"]);
+    assert!(!ok);
+    assert!(err.contains("HostConfig.Privileged"), "{err}");
+    let (ok, _, err) = docker(&sock, &["create", "--network", "mynet", "busybox"]);
+    assert!(!ok);
+    assert!(err.contains("HostConfig.NetworkMode"), "{err}");
 }
 
 #[test]

@@ -25,6 +25,12 @@ pub enum ApiRequest {
     ListContainers,
     /// One container, by what a client typed: full id, name, or unique id prefix.
     InspectContainer { reference: String },
+    /// Create a container (not started); answered with [`ApiResponse::Created`].
+    CreateContainer {
+        /// The name the client asked for (`/` allowed in front, as Docker's).
+        name: Option<String>,
+        spec: Box<CreateSpec>,
+    },
 }
 
 /// PID 1's answer to one [`ApiRequest`].
@@ -34,6 +40,11 @@ pub enum ApiResponse {
     SystemInfo(SystemInfo),
     Containers(Vec<ContainerView>),
     Container(Box<ContainerView>),
+    /// The new container's id, and warnings for the client.
+    Created {
+        id: String,
+        warnings: Vec<String>,
+    },
     /// The request failed; the API server maps `kind` to the HTTP status.
     Failed(Failure),
 }
@@ -95,6 +106,97 @@ pub struct SystemInfo {
     /// True while `/var/lib/berth` is in RAM (no state disk).
     pub state_in_ram: bool,
     pub berth_version: String,
+}
+
+/// A container as a client asked for it: Docker's create body, translated and checked
+/// by the API server into berth's terms. PID 1 checks it again as it builds the
+/// container's spec, with the same validators `host.toml` goes through.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpec {
+    pub image: String,
+    /// Replaces the image's entrypoint; `Some(vec![])` resets it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command.
+    pub command: Option<Vec<String>>,
+    /// `KEY=value`, in order.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    /// `80/tcp`, … (the image's and the request's).
+    pub exposed_ports: Vec<String>,
+    pub healthcheck: Option<HealthSpec>,
+    /// A signal name or number.
+    pub stop_signal: Option<String>,
+    pub stop_timeout_secs: Option<u32>,
+    pub auto_remove: bool,
+    pub mounts: Vec<MountSpec>,
+    pub ports: Vec<PublishSpec>,
+    /// Publish every exposed port on an ephemeral host port.
+    pub publish_all: bool,
+    /// `bridge`, `host` or `none`.
+    pub network: String,
+    /// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    pub restart: String,
+    pub memory_bytes: Option<u64>,
+    /// CPUs in billionths (Docker's `NanoCpus`).
+    pub nano_cpus: Option<u64>,
+    pub pids_limit: Option<u64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: bool,
+    pub init: bool,
+}
+
+/// A health check (`HEALTHCHECK`), durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// The program and its arguments (`CMD-SHELL x` arrives as `/bin/sh -c x`).
+    pub command: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+/// What a mount brings into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A named volume (created on first use), or an anonymous one when unnamed.
+    Volume,
+    /// A fresh tmpfs.
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    /// The host path or volume name; `None` for a tmpfs or an anonymous volume.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A published port: `host_ip:host_port -> container_port/protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub host_ip: Option<String>,
+    /// `None`: an ephemeral port, chosen by berth.
+    pub host_port: Option<u16>,
 }
 
 /// A container's lifecycle state, as Docker names them.
