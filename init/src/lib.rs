@@ -17,6 +17,7 @@ pub mod boot_config;
 pub mod config;
 pub mod health;
 pub mod helper;
+pub mod helper_child;
 pub mod images;
 pub mod klog;
 pub mod logs;
