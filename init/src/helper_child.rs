@@ -37,6 +37,9 @@ pub struct ChildCommand {
     pub build: Box<dyn Fn() -> Command>,
 }
 
+/// Ties a child to its channel's message types without holding any.
+type Marker<Req, Resp, Ev> = PhantomData<fn() -> Message<Req, Resp, Ev>>;
+
 /// A supervised child and its channel. `Req`, `Resp`, `Ev` are the channel's message
 /// types, as in [`berth_proto::Message`].
 pub struct HelperChild<Req, Resp, Ev> {
@@ -49,7 +52,7 @@ pub struct HelperChild<Req, Resp, Ev> {
     /// Set at shutdown: no more restarts.
     stopping: bool,
     restarts: u32,
-    _messages: PhantomData<fn() -> (Req, Resp, Ev)>,
+    _messages: Marker<Req, Resp, Ev>,
 }
 
 impl<Req, Resp, Ev> HelperChild<Req, Resp, Ev>
