@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod create;
 pub mod handlers;
+pub mod helper;
 pub mod pid1;
 pub mod query;
 pub mod route;

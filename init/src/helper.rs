@@ -52,16 +52,23 @@ pub fn main() -> i32 {
             crate::images::importer_main()
         }
         Some(READ_CONFIG_ARG) => crate::boot_config::helper_main(),
+        Some(berth_api::helper::MODE) => {
+            crate::klog::init(log::LevelFilter::Info);
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            berth_api::helper::main(&args)
+        }
         _ => {
             eprintln!(
-                "usage: berth-helper {NETD_ARG} [{DEFAULTS_ARG}]|{IMPORT_ARG}|{READ_CONFIG_ARG}\n\n\
+                "usage: berth-helper {NETD_ARG} [{DEFAULTS_ARG}]|{IMPORT_ARG}|{READ_CONFIG_ARG}|api --listen URL…\n\n\
                  berth-helper runs the work PID 1 (berth-init) keeps out of its own process:\n  \
                  {NETD_ARG:<15} configure the host's network (DHCP, static addresses) and report to PID 1 on stdout\n  \
                  {IMPORT_ARG:<15} import the images baked into the initramfs into {}\n  \
-                 {READ_CONFIG_ARG:<15} check {} and write it to stdout as JSON for PID 1\n\n\
+                 {READ_CONFIG_ARG:<15} check {} and write it to stdout as JSON for PID 1\n  \
+                 {:<15} serve the Docker Engine API ([api] of the config) on PID 1's behalf\n\n\
                  PID 1 starts and supervises it; running it by hand is for debugging.",
                 crate::images::STORE_DIR,
-                crate::config::CONFIG_PATH
+                crate::config::CONFIG_PATH,
+                berth_api::helper::MODE,
             );
             2
         }

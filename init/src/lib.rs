@@ -12,6 +12,7 @@
 //! lookup) and [`state_dir`] (every path under `/var/lib/berth`, and records written
 //! atomically). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
+pub mod api;
 pub mod boot;
 pub mod boot_config;
 pub mod config;
