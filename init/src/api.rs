@@ -28,19 +28,42 @@ pub const DEFAULT_LISTEN: &[&str] = &[
     "unix:///var/run/docker.sock",
 ];
 
-/// `[api]` of `host.toml`.
+/// `[api]` of `host.toml`, checked as it is read ([`ApiConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "ApiTable")]
 pub struct ApiConfig {
     /// Where to listen: `unix:///path` and `tcp://address:port`.
-    #[serde(default = "default_listen")]
     pub listen: Vec<String>,
     /// Allow a TCP listener without TLS. Whoever reaches it controls the host as root.
-    #[serde(default)]
     pub insecure_tcp: bool,
     /// Allow `Privileged` containers.
-    #[serde(default)]
     pub allow_privileged: bool,
+}
+
+/// `[api]` as written, before [`ApiConfig::validate`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiTable {
+    #[serde(default = "default_listen")]
+    listen: Vec<String>,
+    #[serde(default)]
+    insecure_tcp: bool,
+    #[serde(default)]
+    allow_privileged: bool,
+}
+
+impl TryFrom<ApiTable> for ApiConfig {
+    type Error = String;
+
+    fn try_from(t: ApiTable) -> Result<ApiConfig, String> {
+        let config = ApiConfig {
+            listen: t.listen,
+            insecure_tcp: t.insecure_tcp,
+            allow_privileged: t.allow_privileged,
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 fn default_listen() -> Vec<String> {
@@ -352,5 +375,7 @@ mod tests {
         let parsed: ApiConfig = toml::from_str("listen = [\"unix:///x.sock\"]").unwrap();
         assert_eq!(parsed.listen, ["unix:///x.sock"]);
         assert!(toml::from_str::<ApiConfig>("lisen = []").is_err());
+        let e = toml::from_str::<ApiConfig>("listen = [\"tcp://0.0.0.0:2375\"]").unwrap_err();
+        assert!(e.to_string().contains("insecure_tcp = true"), "{e}");
     }
 }

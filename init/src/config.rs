@@ -72,6 +72,9 @@ pub struct HostConfig {
     /// The host's interfaces and the container bridge (`[network]`).
     #[serde(default)]
     pub network: berth_netd::config::NetworkConfig,
+    /// The Docker Engine API (`[api]`).
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
 }
 
 /// The `[shutdown]` table.
@@ -151,6 +154,7 @@ impl Default for HostConfig {
             images: Vec::new(),
             containers: Vec::new(),
             network: Default::default(),
+            api: Default::default(),
         }
     }
 }
@@ -734,6 +738,20 @@ network = "host"
         let msg = err.to_string();
         assert!(msg.contains("line 4"), "{msg}");
         assert!(msg.contains("key `kernel.modles`"), "{msg}");
+    }
+
+    #[test]
+    fn api_table_is_read_and_checked() {
+        let c =
+            parse("version = 1\n[api]\nlisten = [\"tcp://0.0.0.0:2375\"]\ninsecure_tcp = true\n")
+                .unwrap();
+        assert_eq!(c.api.listen, ["tcp://0.0.0.0:2375"]);
+        assert_eq!(HostConfig::default().api.listen, crate::api::DEFAULT_LISTEN);
+        let err = parse("version = 1\n\n[api]\nlisten = [\"tcp://0.0.0.0:2375\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("insecure_tcp = true"), "{msg}");
+        assert!(msg.contains("api"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
     }
 
     #[test]

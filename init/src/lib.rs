@@ -13,6 +13,7 @@
 //! atomically). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod api;
+pub mod api_host;
 pub mod boot;
 pub mod boot_config;
 pub mod config;
