@@ -1,8 +1,6 @@
 //! The handlers: each a thin translation between Docker's HTTP shapes and one typed
 //! request to the backend.
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
@@ -11,12 +9,11 @@ use berth_proto::api::{
     ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, SystemInfo,
 };
 
+use crate::images::{ImageError, IMAGE_FILTERS};
 use crate::query::Query;
 use crate::route::{route, Route};
-use crate::server::{error, json, Server};
+use crate::server::{error, full, json, Reply, Server};
 use crate::wire;
-
-type Reply = Response<Full<Bytes>>;
 
 /// Routes and answers one request.
 pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
@@ -33,6 +30,11 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::Info => info(server).await,
         Route::ContainerList => container_list(server, &query).await,
         Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
+        Route::ImageList => image_list(server, &query).await,
+        Route::ImageInspect(name) => image_inspect(server, name).await,
+        Route::ImageTag(name) => image_tag(server, name, &query).await,
+        Route::ImageRemove(name) => image_remove(server, name, &query).await,
+        Route::ImageLoad => image_load(server, &query, req.into_body()).await,
         Route::ImageCreate => Err(error(
             StatusCode::NOT_IMPLEMENTED,
             "berth cannot pull images from a registry yet: load them with `docker load` (or bake them into the host with [[image]])",
@@ -53,7 +55,7 @@ fn status(code: u16) -> StatusCode {
 /// response by the server).
 fn ping(method: &str) -> Reply {
     let body = if method == "HEAD" { "" } else { "OK" };
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = Response::new(full(body.as_bytes()));
     let h = r.headers_mut();
     h.insert(
         "Content-Type",
@@ -80,7 +82,7 @@ fn failed(f: &Failure) -> Reply {
     };
     if code == StatusCode::NOT_MODIFIED {
         // A 304 carries no body.
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(full(""));
         *r.status_mut() = code;
         return r;
     }
@@ -124,7 +126,11 @@ async fn version(server: &Server) -> Result<Reply, Reply> {
 }
 
 async fn info(server: &Server) -> Result<Reply, Reply> {
-    let info = system_info(server).await?;
+    let mut info = system_info(server).await?;
+    let images = server.images().clone();
+    info.images = tokio::task::spawn_blocking(move || images.count())
+        .await
+        .unwrap_or(0);
     let all = containers(server).await?;
     let now = crate::time::format_rfc3339(std::time::SystemTime::now());
     Ok(json(StatusCode::OK, &wire::Info::of(&info, &all, now)))
@@ -190,6 +196,87 @@ async fn container_create(server: &Server, query: &Query, body: Incoming) -> Res
     }
 }
 
+/// Runs blocking store work off the event loop; its error becomes Docker's response.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, Reply> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error(status(e.status()), &e.to_string())),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("image store work failed: {e}"),
+        )),
+    }
+}
+
+async fn image_list(server: &Server, query: &Query) -> Result<Reply, Reply> {
+    let filters = query
+        .filters(IMAGE_FILTERS)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let images = server.images().clone();
+    let rows = blocking(move || images.list(&filters)).await?;
+    Ok(json(StatusCode::OK, &rows))
+}
+
+async fn image_inspect(server: &Server, name: String) -> Result<Reply, Reply> {
+    let images = server.images().clone();
+    let inspect = blocking(move || images.inspect(&name)).await?;
+    Ok(json(StatusCode::OK, &inspect))
+}
+
+async fn image_tag(server: &Server, name: String, query: &Query) -> Result<Reply, Reply> {
+    let repo = query
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "repo: a repository name is required",
+            )
+        })?
+        .to_owned();
+    let tag = query.get("tag").map(str::to_owned);
+    let images = server.images().clone();
+    blocking(move || images.tag(&name, &repo, tag.as_deref())).await?;
+    let mut r = Response::new(full(""));
+    *r.status_mut() = StatusCode::CREATED;
+    Ok(r)
+}
+
+async fn image_remove(server: &Server, name: String, query: &Query) -> Result<Reply, Reply> {
+    let force = query.bool("force");
+    let images = server.images().clone();
+    let items = blocking(move || images.remove(&name, force)).await?;
+    Ok(json(StatusCode::OK, &items))
+}
+
+/// `POST /images/load`: the archive is streamed to a file in the store's staging
+/// directory (never held in memory), imported, and removed.
+async fn image_load(server: &Server, query: &Query, body: Incoming) -> Result<Reply, Reply> {
+    let staging = server.images().staging_dir();
+    let path = crate::upload::to_file(body, &staging, server.limits().max_upload_bytes)
+        .await
+        .map_err(|e| error(status(e.status()), &e.to_string()))?;
+    let images = server.images().clone();
+    let load_path = path.path().to_owned();
+    let names = blocking(move || images.load(&load_path)).await;
+    drop(path);
+    let names = names?;
+    // dockerd sends these lines with `quiet` too: only progress is quieted.
+    let _ = query.bool("quiet");
+    let mut text = String::new();
+    for n in &names {
+        let line = serde_json::json!({ "stream": format!("Loaded image: {n}\n") });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let mut r = Response::new(full(text));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
 /// Two image names that Docker takes for the same: `busybox`, `busybox:latest` and
 /// `docker.io/library/busybox:latest`.
 pub fn same_image(a: &str, b: &str) -> bool {
@@ -214,6 +301,14 @@ pub fn normalize_image(name: &str) -> String {
         full.push_str(":latest");
     }
     full
+}
+
+/// The short form Docker shows: `docker.io/library/busybox:latest` is `busybox:latest`,
+/// `docker.io/me/app:1` is `me/app:1`; other registries stay.
+pub fn familiar_image(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -244,5 +339,14 @@ mod tests {
             "localhost/app@sha256:ab"
         );
         assert!(!same_image("busybox:1", "busybox"));
+        assert_eq!(
+            familiar_image("docker.io/library/busybox:latest"),
+            "busybox:latest"
+        );
+        assert_eq!(familiar_image("docker.io/me/app:1"), "me/app:1");
+        assert_eq!(
+            familiar_image("registry.example:5000/app"),
+            "registry.example:5000/app"
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use berth_proto::Channel;
 
 use crate::create::Policy;
+use crate::images::Images;
 use crate::pid1::Pid1;
 use crate::server::{Limits, Listen, Listener, Server};
 
@@ -36,7 +37,12 @@ pub enum ArgsError {
 pub struct Args {
     pub listen: Vec<Listen>,
     pub allow_privileged: bool,
+    /// The image store (`--store`, `/var/lib/berth` by default).
+    pub store: std::path::PathBuf,
 }
+
+/// The image store on a berth host.
+pub const DEFAULT_STORE: &str = "/var/lib/berth";
 
 /// Parses `unix:///path` or `tcp://host:port`.
 pub fn parse_listen(s: &str) -> Result<Listen, ArgsError> {
@@ -57,6 +63,7 @@ impl Args {
     pub fn parse(args: &[String]) -> Result<Args, ArgsError> {
         let mut listen = Vec::new();
         let mut allow_privileged = false;
+        let mut store = std::path::PathBuf::from(DEFAULT_STORE);
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -65,6 +72,12 @@ impl Args {
                     listen.push(parse_listen(v)?);
                 }
                 "--allow-privileged" => allow_privileged = true,
+                "--store" => {
+                    let v = it
+                        .next()
+                        .ok_or_else(|| ArgsError::Unknown("--store".into()))?;
+                    store = v.into();
+                }
                 other => return Err(ArgsError::Unknown(other.to_owned())),
             }
         }
@@ -74,6 +87,7 @@ impl Args {
         Ok(Args {
             listen,
             allow_privileged,
+            store,
         })
     }
 }
@@ -118,7 +132,7 @@ async fn serve(args: Args, channel: Channel) -> i32 {
     let policy = Policy {
         allow_privileged: args.allow_privileged,
     };
-    let server = Server::new(pid1, Limits::default(), policy);
+    let server = Server::new(pid1, Limits::default(), policy, Images::new(&args.store));
     let mut tasks = Vec::new();
     for listen in &args.listen {
         if let Listen::Unix(path) = listen {

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod create;
 pub mod handlers;
 pub mod helper;
+pub mod images;
 pub mod pid1;
 pub mod query;
 pub mod route;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod stdcopy;
 mod sys;
 pub mod time;
+pub mod upload;
 pub mod wire;
 
 pub use backend::{Answer, Backend, BackendError};

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::backend::Backend;
 use crate::create::Policy;
 use crate::handlers;
+use crate::images::Images;
 
 /// Bounds on what one client can make the server hold.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Streamed uploads (`docker load`), written to the store's disk: also never more
+    /// than 90 % of the free space there.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +49,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             max_connections: 512,
+            max_upload_bytes: 8 << 30,
         }
     }
 }
@@ -87,16 +93,23 @@ pub struct Server {
     backend: Arc<dyn Backend>,
     limits: Limits,
     policy: Policy,
+    images: Images,
     permits: Arc<Semaphore>,
 }
 
 impl Server {
-    pub fn new(backend: Arc<dyn Backend>, limits: Limits, policy: Policy) -> Arc<Server> {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        limits: Limits,
+        policy: Policy,
+        images: Images,
+    ) -> Arc<Server> {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Arc::new(Server {
             backend,
             limits,
             policy,
+            images,
             permits,
         })
     }
@@ -164,7 +177,7 @@ impl Server {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>) -> Reply {
         let mut response = handlers::handle(self, req).await;
         let headers = response.headers_mut();
         headers.insert("Api-Version", HeaderValue::from_static(API_VERSION_STR));
@@ -178,12 +191,21 @@ impl Server {
         self.policy
     }
 
+    /// The image store the image endpoints serve.
+    pub fn images(&self) -> &Images {
+        &self.images
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
     /// Reads a request body, refusing one over the limit with a 413 that says so.
-    pub async fn body(&self, body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    pub async fn body(&self, body: Incoming) -> Result<Bytes, Reply> {
         match Limited::new(body, self.limits.max_body_bytes)
             .collect()
             .await
@@ -217,12 +239,24 @@ enum Conn {
     Tcp(tokio::net::TcpStream),
 }
 
+/// A response body: whole (JSON, errors) or streamed (logs, archives, attach).
+pub type Body = BoxBody<Bytes, std::io::Error>;
+/// A response.
+pub type Reply = Response<Body>;
+
+/// A body of `bytes`, whole.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// A JSON response.
-pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
     match serde_json::to_vec(value) {
         Ok(mut body) => {
             body.push(b'\n');
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let mut r = Response::new(full(body));
             *r.status_mut() = status;
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -236,9 +270,9 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full
 }
 
 /// An error response, `{"message": ...}` as dockerd sends.
-pub fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub fn error(status: StatusCode, message: &str) -> Reply {
     let body = serde_json::to_vec(&crate::wire::ErrorBody { message }).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_api::images::Images;
 use berth_api::{Answer, Backend, Limits, Listen, Listener, Policy, Server};
 use berth_proto::api::{
     ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, PortView,
@@ -108,10 +109,12 @@ impl Backend for Fake {
     }
 }
 
-/// Starts the server on a unix socket in a new temporary directory.
+/// Starts the server on a unix socket in a new temporary directory, with an image store
+/// at `store/` beside it.
 fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
+    let store = dir.path().join("store");
     let backend = Arc::new(Fake {
         containers: std::sync::Mutex::new(vec![
             view(1, "web", ContainerState::Running, "host.toml"),
@@ -129,7 +132,7 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
         rt.block_on(async move {
             let listener = Listener::bind(&Listen::Unix(path), 0o660).await.unwrap();
             ready_tx.send(()).unwrap();
-            Server::new(backend, limits, Policy::default())
+            Server::new(backend, limits, Policy::default(), Images::new(store))
                 .serve(listener)
                 .await;
         });
@@ -311,6 +314,111 @@ fn the_docker_cli_creates_containers() {
     let (ok, _, err) = docker(&sock, &["create", "--network", "mynet", "busybox"]);
     assert!(!ok);
     assert!(err.contains("HostConfig.NetworkMode"), "{err}");
+}
+
+/// An OCI layout tar holding one image named `name`, with a file `/hello`.
+fn image_tar(dir: &Path, name: &str) -> PathBuf {
+    use berth_imagefs::build::{write_oci_layout, Entry};
+    let layout = dir.join("layout");
+    let entries = [Entry::File {
+        path: "hello".into(),
+        mode: 0o644,
+        data: b"hello from a loaded image\n".to_vec(),
+    }];
+    let run = berth_imagefs::oci::RunConfig {
+        cmd: Some(vec!["/bin/sh".into()]),
+        ..Default::default()
+    };
+    write_oci_layout(&layout, &entries, run, name).unwrap();
+    let tar = dir.join("image.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tar
+}
+
+#[test]
+fn the_docker_cli_loads_lists_tags_and_removes_images() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let (dir, sock) = start(Limits::default());
+    let tar = image_tar(dir.path(), "demo:1");
+    let loaded = docker_ok(&sock, &["load", "-i", tar.to_str().unwrap()]);
+    assert_eq!(loaded.trim(), "Loaded image: demo:1");
+
+    let listed = docker_ok(
+        &sock,
+        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+    );
+    let (tag, id) = listed.trim().split_once(' ').unwrap();
+    assert_eq!(tag, "demo:1");
+    assert_eq!(id.len(), 12, "{listed}");
+    let cmd = docker_ok(
+        &sock,
+        &[
+            "image",
+            "inspect",
+            "demo:1",
+            "--format",
+            "{{json .Config.Cmd}} {{.Os}}/{{.Architecture}} {{len .RootFS.Layers}}",
+        ],
+    );
+    assert_eq!(cmd.trim(), r#"["/bin/sh"] linux/amd64 1"#);
+    // By id prefix too, and Docker's normalized names.
+    docker_ok(&sock, &["image", "inspect", id]);
+    docker_ok(&sock, &["image", "inspect", "docker.io/library/demo:1"]);
+
+    docker_ok(&sock, &["tag", "demo:1", "other/demo:2"]);
+    let both = docker_ok(&sock, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = both.lines().collect();
+    names.sort();
+    assert_eq!(names, ["demo:1", "other/demo:2"]);
+    let filtered = docker_ok(
+        &sock,
+        &[
+            "images",
+            "--filter",
+            "reference=other/*",
+            "--format",
+            "{{.Repository}}",
+        ],
+    );
+    assert_eq!(filtered.trim(), "other/demo");
+
+    // Removing one name untags it; the image stays for the other.
+    let removed = docker_ok(&sock, &["rmi", "demo:1"]);
+    assert_eq!(removed.trim(), "Untagged: demo:1");
+    let removed = docker_ok(&sock, &["rmi", "other/demo:2"]);
+    assert!(
+        removed.contains("Untagged: other/demo:2") && removed.contains("Deleted: sha256:"),
+        "{removed}"
+    );
+    assert_eq!(docker_ok(&sock, &["images", "-q"]).trim(), "");
+
+    let (ok, _, err) = docker(&sock, &["image", "inspect", "demo:1"]);
+    assert!(!ok);
+    assert!(err.contains("No such image: demo:1"), "{err}");
+    // A random file is refused with the import's reason, and nothing is stored.
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![0x5a; 4096]).unwrap();
+    let (ok, _, err) = docker(&sock, &["load", "-i", junk.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("loading the archive"), "{err}");
+    assert_eq!(docker_ok(&sock, &["images", "-q"]).trim(), "");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("store/uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "the upload was not removed"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! │       ├── log log.1           its output (crate::logs)
 //! │       └── upper/ work/ scratch/
 //! │                               its root filesystem's writable layer (berth_runtime)
+//! ├── uploads/                    `docker load` archives while they stream in (berth_api)
 //! ├── volumes/<name>/             named volumes (berth_runtime::volume)
 //! └── network/                    the container bridge's address leases (berth_netd::ipam)
 //! ```
