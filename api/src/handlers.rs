@@ -35,6 +35,10 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::ImageTag(name) => image_tag(server, name, &query).await,
         Route::ImageRemove(name) => image_remove(server, name, &query).await,
         Route::ImageLoad => image_load(server, &query, req.into_body()).await,
+        Route::ImageSave(name) => image_save(server, vec![name]).await,
+        Route::ImageSaveMany => {
+            image_save(server, query.all("names").into_iter().map(str::to_owned).collect()).await
+        }
         Route::ImageCreate => Err(error(
             StatusCode::NOT_IMPLEMENTED,
             "berth cannot pull images from a registry yet: load them with `docker load` (or bake them into the host with [[image]])",
@@ -274,6 +278,41 @@ async fn image_load(server: &Server, query: &Query, body: Incoming) -> Result<Re
     let mut r = Response::new(full(text));
     r.headers_mut()
         .insert("Content-Type", HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+/// `GET /images/{name}/get` and `/images/get?names=…`: the archive, streamed as it is
+/// written.
+async fn image_save(server: &Server, names: Vec<String>) -> Result<Reply, Reply> {
+    if names.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "names: name at least one image",
+        ));
+    }
+    let images = server.images().clone();
+    let plan = {
+        let images = images.clone();
+        blocking(move || images.plan_save(&names)).await?
+    };
+    let (writer, body) = crate::stream::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        match images.write_save(&plan, &mut writer) {
+            Ok(()) => {
+                let _ = std::io::Write::flush(&mut writer);
+            }
+            Err(e) => {
+                log::warn!("docker save: {e}");
+                writer.fail(e);
+            }
+        }
+    });
+    let mut r = Response::new(http_body_util::BodyExt::boxed(body));
+    r.headers_mut().insert(
+        "Content-Type",
+        HeaderValue::from_static("application/x-tar"),
+    );
     Ok(r)
 }
 

@@ -171,6 +171,16 @@ impl Images {
         Ok(rows)
     }
 
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// [`Images::find`] for the other modules of the crate.
+    pub(crate) fn find_in(&self, store: &Store, name: &str) -> Result<ImageInfo, ImageError> {
+        self.find(store, name)
+    }
+
     /// The image a client named: a name (normalized as Docker's), or an id.
     fn find(&self, store: &Store, name: &str) -> Result<ImageInfo, ImageError> {
         let all = info::list(store).map_err(store_err)?;
@@ -329,7 +339,20 @@ impl Images {
                     berth_imagefs::error_chain(&e)
                 ))
             })?;
-        Ok(vec![report.name])
+        // Kept as Docker shows names: a `docker.io/library/…` name (which dockerd's own
+        // archives carry) becomes its familiar form.
+        let familiar = familiar_image(&report.name).to_owned();
+        if familiar != report.name {
+            let parse = |n: &str| {
+                berth_imagefs::reference::Reference::parse(n)
+                    .map_err(|e| ImageError::Invalid(e.to_string()))
+            };
+            store
+                .set_ref(&parse(&familiar)?, &report.manifest)
+                .map_err(store_err)?;
+            store.remove_ref(&parse(&report.name)?).map_err(store_err)?;
+        }
+        Ok(vec![familiar])
     }
 
     /// The store's temporary directory, where uploads are staged.

@@ -392,6 +392,45 @@ fn the_docker_cli_loads_lists_tags_and_removes_images() {
     );
     assert_eq!(filtered.trim(), "other/demo");
 
+    // Saved, the image loads again (here and in skopeo, when it is installed).
+    let saved = dir.path().join("saved.tar");
+    docker_ok(&sock, &["save", "-o", saved.to_str().unwrap(), "demo:1"]);
+    let listing = Command::new("tar").arg("-tf").arg(&saved).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for member in ["oci-layout", "index.json", "manifest.json", "blobs/sha256/"] {
+        assert!(
+            listing.lines().any(|l| l == member),
+            "{member} missing: {listing}"
+        );
+    }
+    let again = std::fs::read(&saved).unwrap();
+    docker_ok(&sock, &["save", "-o", saved.to_str().unwrap(), "demo:1"]);
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        again,
+        "save is not reproducible"
+    );
+    if let Ok(out) = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("docker-archive:{}", saved.display()))
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_dir2, sock2) = start(Limits::default());
+    assert_eq!(
+        docker_ok(&sock2, &["load", "-i", saved.to_str().unwrap()]).trim(),
+        "Loaded image: demo:1"
+    );
+    let nowhere = dir.path().join("nothing.tar");
+    let (ok, _, err) = docker(&sock, &["save", "-o", nowhere.to_str().unwrap(), "nothing:here"]);
+    assert!(!ok);
+    assert!(err.contains("No such image: nothing:here"), "{err}");
+
     // Removing one name untags it; the image stays for the other.
     let removed = docker_ok(&sock, &["rmi", "demo:1"]);
     assert_eq!(removed.trim(), "Untagged: demo:1");
