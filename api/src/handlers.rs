@@ -9,6 +9,7 @@ use berth_proto::api::{
     ApiRequest, ApiResponse, ContainerState, ContainerView, Failure, FailureKind, SystemInfo,
 };
 
+use crate::events::{parse_time, Event, EVENT_FILTERS};
 use crate::images::{ImageError, IMAGE_FILTERS};
 use crate::query::Query;
 use crate::route::{route, Route};
@@ -28,6 +29,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::Ping => Ok(ping(&method)),
         Route::Version => version(server).await,
         Route::Info => info(server).await,
+        Route::Events => events(server, &query).await,
         Route::ContainerList => container_list(server, &query).await,
         Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
         Route::ImageList => image_list(server, &query).await,
@@ -242,7 +244,14 @@ async fn image_tag(server: &Server, name: String, query: &Query) -> Result<Reply
         .to_owned();
     let tag = query.get("tag").map(str::to_owned);
     let images = server.images().clone();
-    blocking(move || images.tag(&name, &repo, tag.as_deref())).await?;
+    let target = match &tag {
+        Some(t) if !t.is_empty() => format!("{}:{t}", familiar_image(&repo)),
+        _ => familiar_image(&repo).to_owned(),
+    };
+    let id = blocking(move || images.tag(&name, &repo, tag.as_deref())).await?;
+    server
+        .events()
+        .publish(Event::image("tag", &id, &target, now_nano()));
     let mut r = Response::new(full(""));
     *r.status_mut() = StatusCode::CREATED;
     Ok(r)
@@ -252,6 +261,15 @@ async fn image_remove(server: &Server, name: String, query: &Query) -> Result<Re
     let force = query.bool("force");
     let images = server.images().clone();
     let items = blocking(move || images.remove(&name, force)).await?;
+    for item in &items {
+        let (action, what) = match item {
+            crate::images::DeleteItem::Untagged(n) => ("untag", n),
+            crate::images::DeleteItem::Deleted(id) => ("delete", id),
+        };
+        server
+            .events()
+            .publish(Event::image(action, what, what, now_nano()));
+    }
     Ok(json(StatusCode::OK, &items))
 }
 
@@ -267,6 +285,11 @@ async fn image_load(server: &Server, query: &Query, body: Incoming) -> Result<Re
     let names = blocking(move || images.load(&load_path)).await;
     drop(path);
     let names = names?;
+    for n in &names {
+        server
+            .events()
+            .publish(Event::image("load", n, n, now_nano()));
+    }
     // dockerd sends these lines with `quiet` too: only progress is quieted.
     let _ = query.bool("quiet");
     let mut text = String::new();
@@ -313,6 +336,84 @@ async fn image_save(server: &Server, names: Vec<String>) -> Result<Reply, Reply>
         "Content-Type",
         HeaderValue::from_static("application/x-tar"),
     );
+    Ok(r)
+}
+
+/// `since` or `until`, in unix nanoseconds.
+fn event_time(query: &Query, key: &str) -> Result<Option<i64>, String> {
+    match query.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse_time(v)
+            .map(Some)
+            .ok_or_else(|| format!("{key}: {v:?} is not a unix time or RFC 3339 time")),
+    }
+}
+
+/// Now, in unix nanoseconds.
+fn now_nano() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// `/events?since=&until=&filters=`: kept events from `since`, then live ones until
+/// `until` (or until the client leaves), one JSON object a line. The status line and
+/// headers go out at once, before any event, as clients wait for them.
+async fn events(server: &Server, query: &Query) -> Result<Reply, Reply> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+    let filters = query
+        .filters(EVENT_FILTERS)
+        .map_err(|e| bad(e.to_string()))?;
+    let since = event_time(query, "since").map_err(bad)?;
+    let until = event_time(query, "until").map_err(bad)?;
+    let (past, mut live) = server.events().subscribe(since);
+    let (tx, body) = crate::stream::async_channel();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let line = |e: &Event| {
+            let mut text = serde_json::to_vec(e).unwrap_or_default();
+            text.push(b'\n');
+            Ok(bytes::Bytes::from(text))
+        };
+        for e in past
+            .iter()
+            .filter(|e| e.matches(&filters) && until.is_none_or(|u| e.time_nano <= u))
+        {
+            if tx.send(line(e)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let remaining = match until {
+                Some(u) => {
+                    let left = u - now_nano();
+                    if left <= 0 {
+                        return;
+                    }
+                    std::time::Duration::from_nanos(left as u64)
+                }
+                None => std::time::Duration::from_secs(3600),
+            };
+            let next = tokio::select! {
+                e = live.recv() => e,
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(remaining) => continue,
+            };
+            match next {
+                Ok(e) if e.matches(&filters) => {
+                    if tx.send(line(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    let mut r = Response::new(http_body_util::BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
     Ok(r)
 }
 

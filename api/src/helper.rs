@@ -132,7 +132,9 @@ async fn serve(args: Args, channel: Channel) -> i32 {
     let policy = Policy {
         allow_privileged: args.allow_privileged,
     };
+    let events = pid1.events();
     let server = Server::new(pid1, Limits::default(), policy, Images::new(&args.store));
+    tokio::spawn(Arc::clone(&server).forward_events(events));
     let mut tasks = Vec::new();
     for listen in &args.listen {
         if let Listen::Unix(path) = listen {

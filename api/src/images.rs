@@ -260,8 +260,8 @@ impl Images {
         })
     }
 
-    /// `POST /images/{name}/tag?repo=…&tag=…`.
-    pub fn tag(&self, name: &str, repo: &str, tag: Option<&str>) -> Result<(), ImageError> {
+    /// `POST /images/{name}/tag?repo=…&tag=…`; the image's id.
+    pub fn tag(&self, name: &str, repo: &str, tag: Option<&str>) -> Result<String, ImageError> {
         let store = self.store()?;
         let image = self.find(&store, name)?;
         // Stored as Docker shows it: `docker.io/library/x` is `x`.
@@ -275,7 +275,7 @@ impl Images {
         store
             .set_ref(&reference, &image.manifest)
             .map_err(store_err)?;
-        Ok(())
+        Ok(image.config.to_string())
     }
 
     /// `DELETE /images/{name}`: untags a name, and deletes the image once no name and no

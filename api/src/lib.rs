@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod create;
+pub mod events;
 pub mod handlers;
 pub mod helper;
 pub mod images;

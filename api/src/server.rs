@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::backend::Backend;
 use crate::create::Policy;
+use crate::events::{Event, EventBus};
 use crate::handlers;
 use crate::images::Images;
 
@@ -94,6 +95,7 @@ pub struct Server {
     limits: Limits,
     policy: Policy,
     images: Images,
+    events: EventBus,
     permits: Arc<Semaphore>,
 }
 
@@ -110,8 +112,29 @@ impl Server {
             limits,
             policy,
             images,
+            events: EventBus::default(),
             permits,
         })
+    }
+
+    /// Publishes PID 1's events on the bus until the channel to PID 1 ends.
+    pub async fn forward_events(
+        self: Arc<Server>,
+        mut from_pid1: tokio::sync::broadcast::Receiver<berth_proto::api::ApiEvent>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match from_pid1.recv().await {
+                Ok(e) => self.events.publish(Event::from_pid1(&e)),
+                Err(RecvError::Lagged(n)) => log::warn!("api: {n} events from PID 1 were dropped"),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The event bus (`/events`, and the image endpoints' own events).
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// Accepts connections on `listener` until the task is dropped.

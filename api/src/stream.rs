@@ -51,6 +51,12 @@ pub fn channel() -> (ChannelWriter, ChannelBody) {
     )
 }
 
+/// A body fed by an async task: send `Ok(bytes)` chunks, drop the sender to end it.
+pub fn async_channel() -> (mpsc::Sender<Result<Bytes, std::io::Error>>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    (tx, ChannelBody { rx })
+}
+
 impl ChannelWriter {
     fn send(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
         self.tx.blocking_send(Ok(Bytes::from(bytes))).map_err(|_| {

@@ -427,7 +427,10 @@ fn the_docker_cli_loads_lists_tags_and_removes_images() {
         "Loaded image: demo:1"
     );
     let nowhere = dir.path().join("nothing.tar");
-    let (ok, _, err) = docker(&sock, &["save", "-o", nowhere.to_str().unwrap(), "nothing:here"]);
+    let (ok, _, err) = docker(
+        &sock,
+        &["save", "-o", nowhere.to_str().unwrap(), "nothing:here"],
+    );
     assert!(!ok);
     assert!(err.contains("No such image: nothing:here"), "{err}");
 
@@ -444,6 +447,50 @@ fn the_docker_cli_loads_lists_tags_and_removes_images() {
     let (ok, _, err) = docker(&sock, &["image", "inspect", "demo:1"]);
     assert!(!ok);
     assert!(err.contains("No such image: demo:1"), "{err}");
+
+    // All of it is in the event log, in order, and the filters apply.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let events = docker_ok(
+        &sock,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until.to_string(),
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ],
+    );
+    let lines: Vec<&str> = events.lines().collect();
+    assert_eq!(lines.first(), Some(&"image load demo:1"), "{events}");
+    assert!(lines.contains(&"image tag other/demo:2"), "{events}");
+    assert!(lines.contains(&"image untag demo:1"), "{events}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("image delete sha256:")),
+        "{events}"
+    );
+    let untags = docker_ok(
+        &sock,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "event=untag",
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert_eq!(untags.lines().count(), 2, "{untags}");
     // A random file is refused with the import's reason, and nothing is stored.
     let junk = dir.path().join("junk.tar");
     std::fs::write(&junk, vec![0x5a; 4096]).unwrap();
@@ -458,6 +505,41 @@ fn the_docker_cli_loads_lists_tags_and_removes_images() {
         0,
         "the upload was not removed"
     );
+}
+
+#[test]
+fn events_stream_live_with_headers_first() {
+    let (dir, sock) = start(Limits::default());
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(
+        b"GET /events?filters=%7B%22type%22%3A%5B%22image%22%5D%7D HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "headers before any event: {head}"
+    );
+    // An image loaded now reaches the open stream.
+    let tar = image_tar(dir.path(), "live:1");
+    let body = std::fs::read(&tar).unwrap();
+    let mut load = format!(
+        "POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    load.extend_from_slice(&body);
+    assert!(raw(&sock, &load).starts_with("HTTP/1.1 200"));
+    let mut got = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !got.contains("\"Action\":\"load\"") && std::time::Instant::now() < deadline {
+        let n = s.read(&mut buf).unwrap_or(0);
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("\"name\":\"live:1\""), "{got}");
 }
 
 #[test]
