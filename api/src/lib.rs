@@ -18,6 +18,7 @@ pub mod events;
 pub mod handlers;
 pub mod helper;
 pub mod images;
+pub mod logs;
 pub mod pid1;
 pub mod query;
 pub mod route;
