@@ -780,7 +780,7 @@ impl<'a> Applier<'a> {
             let raw = entry.path_bytes();
             (
                 CleanPath::new(&raw),
-                String::from_utf8_lossy(&raw).into_owned(),
+                crate::text::printable_bytes(&raw, crate::text::MAX_SHOWN),
             )
         };
         let meta = self.meta(entry, &shown)?;
@@ -1135,7 +1135,7 @@ impl<'a> Applier<'a> {
         shown: &str,
     ) -> Result<(), LayerError> {
         let tpath = CleanPath::new(target);
-        let tshown = String::from_utf8_lossy(target).into_owned();
+        let tshown = crate::text::printable_bytes(target, crate::text::MAX_SHOWN);
         let link_err = |source| LayerError::Link {
             path: shown.into(),
             target: tshown.clone(),
@@ -1317,7 +1317,7 @@ impl<'a> Applier<'a> {
                 continue; // replaced or removed later in the layer
             };
             sys::futimens(fd.as_fd(), sec, nsec).map_err(|source| LayerError::Mtime {
-                path: path.display(),
+                path: crate::text::printable(&path.display(), crate::text::MAX_SHOWN),
                 source,
             })?;
         }
