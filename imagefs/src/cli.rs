@@ -148,7 +148,12 @@ fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = Store::open(&args.store)?;
+    // Listing and inspecting only read: they neither create the store nor need
+    // to write to it, so they work for any user who can read it.
+    let store = match &args.command {
+        ImageCommand::Ls | ImageCommand::Inspect { .. } => Store::open_read_only(&args.store)?,
+        _ => Store::open(&args.store)?,
+    };
     match &args.command {
         ImageCommand::Import {
             path,

@@ -113,6 +113,28 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+impl ImportError {
+    /// Does the message name the image's path already? A caller that says which
+    /// image failed then need not repeat it.
+    pub fn names_path(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Open { .. }
+                | ImportError::NotAFile { .. }
+                | ImportError::EmptyFile { .. }
+                | ImportError::Compressed { .. }
+                | ImportError::NotTar { .. }
+                | ImportError::Truncated { .. }
+                | ImportError::BadHeader { .. }
+                | ImportError::UnknownFormat { .. }
+                | ImportError::NotLayout { .. }
+                | ImportError::Incomplete { .. }
+                | ImportError::Archive { .. }
+                | ImportError::TooManyMembers { .. }
+        )
+    }
+}
+
 pub type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 /// How to import.

@@ -68,11 +68,17 @@ pub fn importer_main() -> i32 {
                 report.layers
             ),
             Err(e) => {
-                eprintln!(
-                    "berth: error: image {} from {}: {e}",
-                    image.name.0,
-                    path.display()
-                );
+                // The whole chain: "reading archive X" alone does not say what failed.
+                let detail = berth_imagefs::error_chain(&e);
+                if e.names_path() {
+                    eprintln!("berth: error: image {}: {detail}", image.name.0);
+                } else {
+                    eprintln!(
+                        "berth: error: image {} from {}: {detail}",
+                        image.name.0,
+                        path.display()
+                    );
+                }
                 failed += 1;
             }
         }
