@@ -18,7 +18,8 @@ use crate::verify::{self, VerifyReport};
 /// Manage images in the store.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The store directory.
+    /// The store directory. `import` creates it; `ls` and `inspect` only read it (any
+    /// user who can read it may list it); the other commands write it.
     #[arg(
         long,
         global = true,

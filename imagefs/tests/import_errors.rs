@@ -312,3 +312,57 @@ fn a_layout_cut_short_is_an_incomplete_image() {
     );
     assert!(store.staging_entries().unwrap().is_empty());
 }
+
+/// Every cut of an archive that is not on a 512-byte boundary, from the end of the
+/// first header's magic to the end of the last member, is reported as truncated.
+#[test]
+fn every_cut_of_an_archive_says_truncated() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("s")).unwrap();
+    let img = oci_layout(&t.path().join("img"), &layers(), None);
+    let whole = t.path().join("img.tar");
+    tar_dir(&img.dir, &whole);
+    let tar = fs::read(&whole).unwrap();
+    let (_, _, data, size) = members(&tar).last().unwrap().clone();
+    let end = (data + size).next_multiple_of(512) as usize;
+    let p = t.path().join("cut.tar");
+    let mut cuts = 0;
+    for at in (262..end).step_by(7).filter(|at| at % 512 != 0) {
+        fs::write(&p, &tar[..at]).unwrap();
+        let e = try_import(&store, &p);
+        assert!(matches!(e, ImportError::Truncated { .. }), "{at}: {e:?}");
+        cuts += 1;
+    }
+    assert!(cuts > 100, "{cuts}");
+}
+
+/// Bytes of an archive changed at random: whatever the import says, it does not
+/// panic and prints no control character.
+#[test]
+fn damaged_archives_never_print_control_characters() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("s")).unwrap();
+    let img = oci_layout(&t.path().join("img"), &layers(), None);
+    let whole = t.path().join("img.tar");
+    tar_dir(&img.dir, &whole);
+    let tar = fs::read(&whole).unwrap();
+    let noise = noise(4 * 300);
+    let p = t.path().join("damaged.tar");
+    for (i, n) in noise.chunks(4).enumerate() {
+        let mut bad = tar.clone();
+        let at = u32::from_le_bytes([n[0], n[1], n[2], 0]) as usize % tar.len();
+        let run = 1 + usize::from(n[3] % 16);
+        for (k, b) in bad.iter_mut().skip(at).take(run).enumerate() {
+            *b = noise[(i * 7 + k) % noise.len()];
+        }
+        fs::write(&p, &bad).unwrap();
+        let opts = ImportOptions {
+            name: Some(Reference::parse("x:1").unwrap()),
+            ..Default::default()
+        };
+        if let Err(e) = import(&store, &p, &opts, &mut |_| {}) {
+            let line = error_chain(&e);
+            assert!(!line.chars().any(char::is_control), "{at}: {line:?}");
+        }
+    }
+}
