@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use berth_imagefs::import::{import, ImportOptions};
 use berth_imagefs::{Reference, Store};
-use common::{gzip, oci_layout, tar_of, E};
+use common::{descriptor, gzip, oci_layout, put_blob, tar_of, E};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-image");
 
@@ -134,4 +134,48 @@ fn a_readable_store_lists_for_other_users_and_refuses_their_writes() {
         assert_eq!(stderr(&out), not_writable, "{args:?}");
     }
     assert_eq!(store.refs().unwrap().len(), 1);
+}
+
+/// An image whose config holds terminal escapes: `ls` and `inspect` show them escaped.
+#[test]
+fn inspect_and_ls_escape_what_an_image_config_says() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    let layer = tar_of(&[E::file("a", b"a")]);
+    put_blob(&dir, &layer);
+    let evil = "\x1b]0;owned\x07\x1b[2J";
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": format!("amd64{evil}"), "os": "linux",
+        "config": {"Env": [format!("A={evil}")], "Cmd": ["sh", evil], "User": evil, "WorkingDir": evil},
+        "rootfs": {"type": "layers", "diff_ids": [berth_imagefs::Digest::of(&layer).to_string()]},
+    }))
+    .unwrap();
+    put_blob(&dir, &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+    }))
+    .unwrap();
+    put_blob(&dir, &manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        descriptor("application/vnd.oci.image.manifest.v1+json", &manifest)]});
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let store = t.path().join("s");
+    let out = image(
+        &store,
+        &["import", "--name", "odd:1", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [&["inspect", "odd:1"][..], &["ls"]] {
+        let out = image(&store, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?}: {text:?}"
+        );
+        assert!(text.contains("\\u{1b}]0;owned"), "{args:?}: {text}");
+    }
 }
