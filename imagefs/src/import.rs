@@ -481,21 +481,38 @@ fn check_tar_start(file: &File, len: u64, path: &Path) -> Result<()> {
     }
     if (n as u64) < TAR_BLOCK {
         // Shorter than one header: a tar cut inside its first header still shows the
-        // "ustar" magic at offset 257.
-        return Err(if head.get(257..262) == Some(b"ustar") {
-            ImportError::Truncated {
-                path: path_buf(),
-                where_: "inside its first tar header".into(),
-            }
-        } else {
-            ImportError::NotTar { path: path_buf() }
-        });
+        // "ustar" magic at offset 257, or before it a name and an octal mode.
+        return Err(
+            if head.get(257..262) == Some(b"ustar") || starts_like_a_header(head) {
+                ImportError::Truncated {
+                    path: path_buf(),
+                    where_: "inside its first tar header".into(),
+                }
+            } else {
+                ImportError::NotTar { path: path_buf() }
+            },
+        );
     }
     if head.iter().all(|&b| b == 0) || header_checksum_ok(head) {
         Ok(())
     } else {
         Err(ImportError::NotTar { path: path_buf() })
     }
+}
+
+/// Do these first bytes (at least the name and mode fields) look like the start of a
+/// tar header: a name of printable characters padded with NULs, then an octal mode?
+fn starts_like_a_header(head: &[u8]) -> bool {
+    let (Some(name), Some(mode)) = (head.get(..100), head.get(100..108)) else {
+        return false;
+    };
+    let name_len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    let (text, padding) = name.split_at(name_len);
+    !text.is_empty()
+        && text.iter().all(|&b| b >= 0x20 && b != 0x7f)
+        && padding.iter().all(|&b| b == 0)
+        && mode.iter().all(|&b| matches!(b, b'0'..=b'7' | b' ' | 0))
+        && mode.iter().any(u8::is_ascii_digit)
 }
 
 /// Does a 512-byte block's checksum field (octal, at 148..156) match the sum of its
