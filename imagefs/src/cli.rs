@@ -18,7 +18,8 @@ use crate::verify::{self, VerifyReport};
 /// Manage images in the store.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The store directory.
+    /// The store directory. `import` creates it; `ls` and `inspect` only read it (any
+    /// user who can read it may list it); the other commands write it.
     #[arg(
         long,
         global = true,
@@ -148,7 +149,12 @@ fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = Store::open(&args.store)?;
+    // Listing and inspecting only read: they neither create the store nor need
+    // to write to it, so they work for any user who can read it.
+    let store = match &args.command {
+        ImageCommand::Ls | ImageCommand::Inspect { .. } => Store::open_read_only(&args.store)?,
+        _ => Store::open(&args.store)?,
+    };
     match &args.command {
         ImageCommand::Import {
             path,
@@ -206,7 +212,7 @@ fn run_inner(args: &ImageArgs) -> Result<ExitCode, AnyError> {
                             i.manifest.short(),
                             i.layers.len(),
                             human(i.size),
-                            i.platform
+                            shown(&i.platform)
                         );
                     }
                 }
@@ -329,8 +335,20 @@ fn names_for(
     Ok(names)
 }
 
+/// Text from an image's config as `ls` and `inspect` print it: escaped, so that an
+/// image cannot write control sequences to the terminal, and bounded.
+fn shown(s: &str) -> String {
+    crate::text::printable(s, 4096)
+}
+
 fn print_inspect(i: &ImageInfo) {
-    let list = |v: &Option<Vec<String>>| v.as_ref().map_or("-".to_string(), |v| format!("{v:?}"));
+    // As a JSON array: each argument quoted, as Docker shows them.
+    let list = |v: &Option<Vec<String>>| {
+        v.as_ref().map_or("-".to_string(), |v| {
+            shown(&serde_json::to_string(v).unwrap_or_default())
+        })
+    };
+    let opt = |v: &Option<String>| v.as_deref().map_or("-".to_string(), shown);
     println!(
         "names:        {}",
         if i.names.is_empty() {
@@ -341,23 +359,23 @@ fn print_inspect(i: &ImageInfo) {
     );
     println!("manifest:     {}", i.manifest);
     println!("config:       {}", i.config);
-    println!("platform:     {}", i.platform);
-    println!("created:      {}", i.created.as_deref().unwrap_or("-"));
+    println!("platform:     {}", shown(&i.platform));
+    println!("created:      {}", opt(&i.created));
     println!("entrypoint:   {}", list(&i.entrypoint));
     println!("cmd:          {}", list(&i.cmd));
-    println!("workdir:      {}", i.working_dir.as_deref().unwrap_or("-"));
-    println!("user:         {}", i.user.as_deref().unwrap_or("-"));
+    println!("workdir:      {}", opt(&i.working_dir));
+    println!("user:         {}", opt(&i.user));
     println!(
         "ports:        {}",
         if i.exposed_ports.is_empty() {
             "-".into()
         } else {
-            i.exposed_ports.join(", ")
+            shown(&i.exposed_ports.join(", "))
         }
     );
     println!("env:");
     for e in &i.env {
-        println!("  {e}");
+        println!("  {}", shown(e));
     }
     println!("layers:       {} ({})", i.layers.len(), human(i.size));
     for (n, l) in i.layers.iter().enumerate() {

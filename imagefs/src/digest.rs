@@ -16,11 +16,11 @@ use sha2::{Digest as _, Sha256};
 /// Why a string is not a digest we accept.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
-    #[error("digest {0:?} does not use the sha256 algorithm")]
+    #[error("digest \"{0}\" does not use the sha256 algorithm")]
     Algorithm(String),
-    #[error("digest {0:?} is not 64 hex characters after sha256:")]
+    #[error("digest \"{0}\" is not 64 hex characters after sha256:")]
     Length(String),
-    #[error("digest {0:?} has characters other than lowercase hex")]
+    #[error("digest \"{0}\" has characters other than lowercase hex")]
     Charset(String),
 }
 
@@ -87,8 +87,10 @@ fn nibble(c: u8) -> Option<u8> {
 }
 
 /// Keep error messages bounded when the input is hostile.
+/// A rejected digest as its error quotes it: escaped and bounded (it comes from an
+/// image's documents).
 fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
+    crate::text::printable(s, 80)
 }
 
 impl fmt::Display for Digest {
@@ -244,6 +246,17 @@ mod tests {
         for b in bad {
             assert!(Digest::parse(b).is_err(), "accepted {b:?}");
         }
+    }
+
+    #[test]
+    fn a_rejected_digest_is_quoted_escaped_and_bounded() {
+        let e = Digest::parse(&format!("sha256:\x1b]0;x\x07{}", "f".repeat(500))).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("digest \"sha256:\\u{1b}]0;x\\u{7}fff"),
+            "{shown}"
+        );
+        assert!(shown.len() < 200, "{shown}");
     }
 
     #[test]

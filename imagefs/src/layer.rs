@@ -79,6 +79,8 @@ pub enum LayerError {
     },
     #[error("reading the layer tar")]
     Read(#[source] io::Error),
+    #[error("the layer is truncated")]
+    Truncated(#[source] io::Error),
     #[error("layer exceeds the budget of {limit} {what}")]
     Budget { what: &'static str, limit: u64 },
     #[error("{path}: {reason}")]
@@ -258,6 +260,8 @@ struct Chunks {
     pos: usize,
     /// Stream offset of `cur`'s first byte.
     base: u64,
+    /// A read asked for more after the stream's last byte.
+    hit_end: bool,
 }
 
 impl Chunks {
@@ -277,7 +281,10 @@ impl Chunks {
                     }
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(mpsc::RecvError) => return Ok(&[]),
+                Err(mpsc::RecvError) => {
+                    self.hit_end = true;
+                    return Ok(&[]);
+                }
             }
         }
         Ok(self.cur.buf.get(self.pos..self.cur.len).unwrap_or_default())
@@ -352,6 +359,7 @@ pub fn apply_layer(
             },
             pos: 0,
             base: 0,
+            hit_end: false,
         };
         let applied = apply_stream(chunks, root, limits, &tripped, progress);
         // If the applier stopped early, dropping its receiver (inside
@@ -383,16 +391,35 @@ fn apply_stream(
 ) -> Result<(u64, u64), LayerError> {
     let mut archive = tar::Archive::new(chunks);
     let mut a = Applier::new(root, limits, None);
-    apply_entries(&mut archive, &mut a, tripped, progress)?;
+    if let Err(e) = apply_entries(&mut archive, &mut a, tripped, progress) {
+        return Err(truncation(e, archive.into_inner().hit_end));
+    }
     // The diff_id covers the whole stream, including the end-of-archive
     // blocks and any padding after them that the tar reader did not need:
     // read to the end so the producer hashes all of it.
     let budget_err = read_error(limits, tripped);
     let mut rest = archive.into_inner();
-    while !rest.fill().map_err(&budget_err)?.is_empty() {
+    while !rest
+        .fill()
+        .map_err(|e| truncation(budget_err(e), false))?
+        .is_empty()
+    {
         rest.pos = rest.cur.len;
     }
     Ok((a.entries, a.skipped_nodes))
+}
+
+/// A read error of a stream that ended early is a truncated layer: the decompressors
+/// and the content reads say so with `UnexpectedEof`; the tar reader, cut inside a
+/// header, says only that it could not read a whole block, so `hit_end` (a read
+/// found the end of the stream) tells that case.
+fn truncation(e: LayerError, hit_end: bool) -> LayerError {
+    match e {
+        LayerError::Read(e) if hit_end || e.kind() == io::ErrorKind::UnexpectedEof => {
+            LayerError::Truncated(e)
+        }
+        other => other,
+    }
 }
 
 /// What a failed read of the layer stream means: the producer's budget
@@ -484,9 +511,15 @@ pub fn apply_staged_layer(
             limit: limits.max_bytes,
         });
     }
-    let mut archive = tar::Archive::new(InMemory { bytes, pos: 0 });
+    let mut archive = tar::Archive::new(InMemory {
+        bytes,
+        pos: 0,
+        hit_end: false,
+    });
     let mut a = Applier::new(root, limits, Some(bytes));
-    apply_entries(&mut archive, &mut a, &AtomicBool::new(false), progress)?;
+    if let Err(e) = apply_entries(&mut archive, &mut a, &AtomicBool::new(false), progress) {
+        return Err(truncation(e, archive.into_inner().hit_end));
+    }
     progress(tar_bytes);
     Ok(LayerStats {
         diff_id: digest,
@@ -502,11 +535,16 @@ pub fn apply_staged_layer(
 struct InMemory<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// A read asked for more after the last byte.
+    hit_end: bool,
 }
 
 impl Read for InMemory<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        if rest.is_empty() && !buf.is_empty() {
+            self.hit_end = true;
+        }
         let n = buf.len().min(rest.len());
         if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
             dst.copy_from_slice(src);
@@ -780,7 +818,7 @@ impl<'a> Applier<'a> {
             let raw = entry.path_bytes();
             (
                 CleanPath::new(&raw),
-                String::from_utf8_lossy(&raw).into_owned(),
+                crate::text::printable_bytes(&raw, crate::text::MAX_SHOWN),
             )
         };
         let meta = self.meta(entry, &shown)?;
@@ -1135,7 +1173,7 @@ impl<'a> Applier<'a> {
         shown: &str,
     ) -> Result<(), LayerError> {
         let tpath = CleanPath::new(target);
-        let tshown = String::from_utf8_lossy(target).into_owned();
+        let tshown = crate::text::printable_bytes(target, crate::text::MAX_SHOWN);
         let link_err = |source| LayerError::Link {
             path: shown.into(),
             target: tshown.clone(),
@@ -1317,7 +1355,7 @@ impl<'a> Applier<'a> {
                 continue; // replaced or removed later in the layer
             };
             sys::futimens(fd.as_fd(), sec, nsec).map_err(|source| LayerError::Mtime {
-                path: path.display(),
+                path: crate::text::printable(&path.display(), crate::text::MAX_SHOWN),
                 source,
             })?;
         }

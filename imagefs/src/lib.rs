@@ -40,6 +40,7 @@
 //! - [`info`]: what `ls` and `inspect` show.
 //! - [`build`]: writing a one-layer OCI layout (the demo and test images).
 //! - [`cli`]: `berth image …` as a clap subcommand.
+//! - [`text`]: text from images made safe to print (escaped, bounded).
 //! - `sys`: the only `unsafe` code, thin syscall wrappers.
 
 pub mod build;
@@ -53,6 +54,7 @@ pub mod oci;
 pub mod reference;
 pub mod store;
 mod sys;
+pub mod text;
 pub mod verify;
 
 pub use digest::Digest;
@@ -60,11 +62,16 @@ pub use digest::Digest;
 /// An error and its sources as one line, `outer: inner: …`. Error types here leave
 /// their source out of their own message, but some callers' types (and std's) print
 /// it: a source whose text already ends the line is not repeated.
+///
+/// Each message is passed through [`text::printable`]: a source from another crate
+/// (the tar reader's, serde_json's) may quote bytes of the image, and this line goes
+/// to a terminal.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
+    let shown = |e: &dyn std::error::Error| text::printable(&e.to_string(), MAX_MESSAGE_CHARS);
+    let mut line = shown(err);
     let mut source = err.source();
     while let Some(e) = source {
-        let text = e.to_string();
+        let text = shown(e);
         if !line.ends_with(&text) {
             line.push_str(": ");
             line.push_str(&text);
@@ -73,6 +80,9 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     line
 }
+
+/// The most characters of one message in [`error_chain`]'s line.
+const MAX_MESSAGE_CHARS: usize = 400;
 pub use import::{import, Event, ImportError, ImportOptions, ImportReport};
 pub use layer::{apply_layer, apply_staged_layer, LayerError, Limits};
 pub use reference::Reference;
@@ -96,5 +106,13 @@ mod tests {
             "quiet outer: disk on fire"
         );
         assert_eq!(super::error_chain(&Loud(io())), "loud outer: disk on fire");
+    }
+
+    #[test]
+    fn error_chain_escapes_what_a_source_quotes() {
+        let raw = std::io::Error::other("bad header \x1b]0;owned\x07\nnext line");
+        let line = super::error_chain(&Quiet(raw));
+        assert!(line.chars().all(|c| !c.is_control()), "{line:?}");
+        assert!(line.starts_with("quiet outer: bad header "), "{line}");
     }
 }

@@ -51,13 +51,13 @@ pub enum OciError {
     Ambiguous { what: String },
     #[error("{what} is neither an index nor a manifest")]
     NotADocument { what: String },
-    #[error("{what} has media type {found:?} but was referenced as {expected:?}")]
+    #[error("{what} has media type \"{found}\" but was referenced as \"{expected}\"")]
     MediaTypeMismatch {
         what: String,
         expected: String,
         found: String,
     },
-    #[error("{what} has unsupported media type {media_type:?}")]
+    #[error("{what} has unsupported media type \"{media_type}\"")]
     UnsupportedMediaType { what: String, media_type: String },
     #[error("{what} has unsupported schema version {version}")]
     SchemaVersion { what: String, version: u64 },
@@ -67,6 +67,11 @@ pub enum OciError {
         count: usize,
         limit: usize,
     },
+}
+
+/// A string from a document, as an error message quotes it.
+fn shown(s: &str) -> String {
+    crate::text::printable(s, crate::text::MAX_SHOWN)
 }
 
 /// Read at most `limit` bytes; more is an error, not a truncation.
@@ -243,8 +248,8 @@ pub fn parse_document(
         if found != expected {
             return Err(OciError::MediaTypeMismatch {
                 what: what.into(),
-                expected: expected.into(),
-                found: found.into(),
+                expected: shown(expected),
+                found: shown(found),
             });
         }
     }
@@ -256,12 +261,12 @@ pub fn parse_document(
             if !is_index_type(mt) && !is_manifest_type(mt) {
                 return Err(OciError::UnsupportedMediaType {
                     what: what.into(),
-                    media_type: mt.into(),
+                    media_type: shown(mt),
                 });
             }
             return Err(OciError::MediaTypeMismatch {
                 what: what.into(),
-                expected: mt.into(),
+                expected: shown(mt),
                 found: if has_index_keys {
                     "an index"
                 } else {
@@ -306,7 +311,7 @@ fn check_manifest(m: &Manifest, what: &str) -> Result<(), OciError> {
         if !is_layer_type(&l.media_type) {
             return Err(OciError::UnsupportedMediaType {
                 what: format!("layer {} of {what}", l.digest),
-                media_type: l.media_type.clone(),
+                media_type: shown(&l.media_type),
             });
         }
     }
@@ -402,7 +407,7 @@ pub fn parse_config(bytes: &[u8], layers: usize, what: &str) -> Result<ImageConf
     if cfg.rootfs.kind != "layers" {
         return Err(ConfigError::RootFsType {
             what: what.into(),
-            kind: cfg.rootfs.kind.clone(),
+            kind: shown(&cfg.rootfs.kind),
         });
     }
     if cfg.rootfs.diff_ids.len() != layers {
@@ -423,7 +428,7 @@ pub enum ConfigError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{what} has rootfs type {kind:?}, not \"layers\"")]
+    #[error("{what} has rootfs type \"{kind}\", not \"layers\"")]
     RootFsType { what: String, kind: String },
     #[error("{what} lists {diff_ids} diff_ids for {layers} layers")]
     LayerCount {

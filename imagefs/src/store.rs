@@ -12,7 +12,8 @@
 //! takes it exclusive, so it never sees a half-imported image; opening the
 //! store empties `tmp/` only when it can take `lock` exclusive without
 //! waiting, i.e. when no import is running whose staging it could delete.
-//! `refs.lock` serialises read-modify-write of `refs.json`.
+//! `refs.lock` serialises read-modify-write of `refs.json`; readers need no lock,
+//! as `refs.json` is only replaced whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
@@ -29,6 +30,12 @@ use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("store {path} does not exist (the first `berth image import` creates it)")]
+    NotFound { path: PathBuf },
+    #[error("permission denied: {path} is not writable by this user")]
+    NotWritable { path: PathBuf },
+    #[error("permission denied: {path} is not readable by this user")]
+    NotReadable { path: PathBuf },
     #[error("creating store directory {path}")]
     CreateDir {
         path: PathBuf,
@@ -187,6 +194,11 @@ fn enoent(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOENT)
 }
 
+/// A refusal for lack of permission (not a read-only filesystem or a missing file).
+fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+}
+
 /// 10 random base32 characters for staging and short layer names.
 ///
 /// From std's `RandomState`, whose keys come from `getrandom(GRND_INSECURE)`: it never
@@ -222,18 +234,42 @@ pub const SCAFFOLD_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.
 impl Store {
     /// Open (creating if needed) the store at `root`, and empty `tmp/` if
     /// no other process is using the store.
+    ///
+    /// For writing: a store this user cannot write is refused at once with
+    /// [`StoreError::NotWritable`] (rather than with whichever lock file or directory
+    /// it would first fail to create). Commands that only read use
+    /// [`Store::open_read_only`].
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(|source| StoreError::CreateDir {
-            path: root.clone(),
-            source,
+        let path = root.clone();
+        let not_writable = || StoreError::NotWritable { path: path.clone() };
+        std::fs::create_dir_all(&root).map_err(|source| {
+            if denied(&source) {
+                not_writable()
+            } else {
+                StoreError::CreateDir {
+                    path: root.clone(),
+                    source,
+                }
+            }
         })?;
-        let dir = File::open(&root)
-            .map(OwnedFd::from)
-            .map_err(|source| StoreError::Open {
-                path: root.clone(),
-                source,
-            })?;
+        // With the effective ids, as the writes will be made (root passes).
+        let access = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+        if let Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) =
+            nix::unistd::eaccess(&root, access)
+        {
+            return Err(not_writable());
+        }
+        let dir = File::open(&root).map(OwnedFd::from).map_err(|source| {
+            if denied(&source) {
+                not_writable()
+            } else {
+                StoreError::Open {
+                    path: root.clone(),
+                    source,
+                }
+            }
+        })?;
         let store = Store { root, dir };
         for d in DIRS {
             match sys::mkdirat(store.dir.as_fd(), &c(d), 0o700) {
@@ -247,11 +283,36 @@ impl Store {
                 }
             }
         }
-        if let Some(guard) = store.try_lock_exclusive()? {
+        let guard = store.try_lock_exclusive().map_err(|e| match e {
+            StoreError::Lock { source, .. } if denied(&source) => not_writable(),
+            other => other,
+        })?;
+        if let Some(guard) = guard {
             store.clean_staging()?;
             drop(guard);
         }
         Ok(store)
+    }
+
+    /// Open a store only to read it (`berth image ls`, `inspect`): nothing is
+    /// created, no lock taken, staging left alone, so it works for any user who can
+    /// read the store. A store that does not exist is [`StoreError::NotFound`], not
+    /// made; an existing directory without images reads as an empty store.
+    pub fn open_read_only(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let dir = File::open(&root).map(OwnedFd::from).map_err(|source| {
+            if enoent(&source) {
+                StoreError::NotFound { path: root.clone() }
+            } else if denied(&source) {
+                StoreError::NotReadable { path: root.clone() }
+            } else {
+                StoreError::Open {
+                    path: root.clone(),
+                    source,
+                }
+            }
+        })?;
+        Ok(Store { root, dir })
     }
 
     /// Open an existing store without creating anything or cleaning staging: for a
@@ -858,8 +919,10 @@ impl Store {
         }
     }
 
+    /// The refs. Read without `refs.lock`: `refs.json` is only ever replaced whole
+    /// by a rename, so a reader sees the old file or the new one, and needs neither
+    /// to create the lock file nor to be able to open it (a user who can only read).
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
-        let _g = self.lock("refs.lock", libc::LOCK_SH)?;
         self.read_refs_unlocked()
     }
 

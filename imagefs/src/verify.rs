@@ -10,7 +10,7 @@
 //! Whatever is found damaged is moved out of the store, so importing the
 //! image again rebuilds it.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -123,7 +123,8 @@ pub fn verify_image(
             rep.problems.push(Problem {
                 kind: "layer",
                 digest: *diff_id,
-                detail,
+                // It names files of the image, and `verify` prints it.
+                detail: crate::text::printable(&detail, 400),
             });
             store.remove_layer(diff_id)?;
         }
@@ -160,19 +161,18 @@ pub fn compare(a: BorrowedFd<'_>, b: BorrowedFd<'_>, path: &str) -> Result<(), S
     na.sort();
     nb.sort();
     if na != nb {
-        let extra: Vec<_> = nb
-            .iter()
-            .filter(|n| !na.contains(n))
-            .map(|n| n.to_string_lossy())
-            .collect();
-        let missing: Vec<_> = na
-            .iter()
-            .filter(|n| !nb.contains(n))
-            .map(|n| n.to_string_lossy())
-            .collect();
+        let names = |from: &[CString], not_in: &[CString]| {
+            from.iter()
+                .filter(|n| !not_in.contains(n))
+                .map(|n| crate::text::printable_bytes(n.as_bytes(), crate::text::MAX_SHOWN))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         return Err(format!(
-            "{}: entries differ (extra {extra:?}, missing {missing:?})",
-            if path.is_empty() { "/" } else { path }
+            "{}: entries differ (extra: {}; missing: {})",
+            if path.is_empty() { "/" } else { path },
+            names(&nb, &na),
+            names(&na, &nb)
         ));
     }
     opaque_eq(a, b).map_err(|e| format!("{}: {e}", if path.is_empty() { "/" } else { path }))?;

@@ -668,3 +668,34 @@ fn truncated_and_garbage_streams_fail_cleanly() {
         Err(LayerError::UnsupportedCompression("bzip2"))
     ));
 }
+
+/// A layer cut anywhere says "truncated", whether plain, gzip or zstd, and by either
+/// reader (`apply` checks that the mapped one agrees).
+#[test]
+fn a_layer_cut_short_says_truncated() {
+    // "a": header at 0, content 512..5512, padding to 5632; "b": header at 5632.
+    let tar = tar_of(&[E::file("a", &[1u8; 5000]), E::file("b", b"x")]);
+    let (gz, zs) = (gzip(&tar), zstd(&tar));
+    let cuts: [(&str, &[u8]); 7] = [
+        ("inside the first header", &tar[..300]),
+        ("inside the second header", &tar[..5632 + 100]),
+        ("inside a file's content", &tar[..1000]),
+        ("inside the padding", &tar[..5600]),
+        ("gzip, halfway", &gz[..gz.len() / 2]),
+        ("gzip, in its trailer", &gz[..gz.len() - 4]),
+        ("zstd, halfway", &zs[..zs.len() / 2]),
+    ];
+    for (cut, bytes) in cuts {
+        let s = Scratch::new();
+        let err = apply(&s, bytes).expect_err(cut);
+        assert!(matches!(err, LayerError::Truncated(_)), "{cut}: {err:?}");
+        let line = berth_imagefs::error_chain(&err);
+        assert!(line.starts_with("the layer is truncated"), "{cut}: {line}");
+    }
+    // Garbage in the middle is damage, not truncation.
+    let mut bad = tar.clone();
+    bad[5632..5632 + 512].fill(b'z');
+    let s = Scratch::new();
+    let err = apply(&s, &bad).unwrap_err();
+    assert!(!matches!(err, LayerError::Truncated(_)), "{err:?}");
+}

@@ -479,7 +479,8 @@ fn verify_finds_tampering_and_reimport_repairs() {
     for tamper in [
         |d: &Path| fs::write(d.join("etc/hostname"), b"evil!\n").unwrap(), // same size, new bytes
         |d: &Path| fs::write(d.join("data/new"), b"").unwrap(),            // an extra file
-        |d: &Path| fs::remove_file(d.join("data/a")).unwrap(),             // a missing file
+        |d: &Path| fs::write(d.join("data/\x1b[2J\x1b]0;x\x07"), b"").unwrap(), // named to fool a terminal
+        |d: &Path| fs::remove_file(d.join("data/a")).unwrap(),                  // a missing file
         |d: &Path| {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(d.join("data/a"), fs::Permissions::from_mode(0o777)).unwrap()
@@ -490,6 +491,8 @@ fn verify_finds_tampering_and_reimport_repairs() {
         verify::verify_image(&store, &img.manifest, &mut vr).unwrap();
         assert_eq!(vr.problems.len(), 1, "{:?}", vr.problems);
         assert_eq!(vr.problems[0].kind, "layer");
+        let detail = &vr.problems[0].detail;
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
         assert!(!store.has_layer(&l0).unwrap(), "damaged layer removed");
         let rep = import(&store, &img.dir, &opts("a"), &mut |_| {}).unwrap();
         assert_eq!(rep.layers_unpacked, 1, "re-import repairs");
@@ -515,6 +518,24 @@ fn verify_finds_tampering_and_reimport_repairs() {
     verify::verify_image(&store, &img.manifest, &mut vr).unwrap();
     assert!(vr.problems.is_empty(), "{:?}", vr.problems);
     assert_clean(&store);
+}
+
+/// `verify` prints where a layer differs: a name from the image, escaped.
+#[test]
+fn verify_shows_a_damaged_file_by_an_escaped_name() {
+    let t = tempfile::tempdir().unwrap();
+    let layer = tar_of(&[E::file("odd\x1b]0;owned\x07\x1b[2J", b"a")]);
+    let img = oci_layout(&t.path().join("a"), &[(layer.clone(), gzip(&layer))], None);
+    let store = Store::open(t.path().join("s")).unwrap();
+    import(&store, &img.dir, &opts("a"), &mut |_| {}).unwrap();
+    let ldir = store.layer_dir_path(&Digest::of(&layer));
+    fs::write(ldir.join("odd\x1b]0;owned\x07\x1b[2J"), b"b").unwrap();
+    let mut vr = verify::VerifyReport::default();
+    verify::verify_image(&store, &img.manifest, &mut vr).unwrap();
+    assert_eq!(vr.problems.len(), 1, "{:?}", vr.problems);
+    let detail = &vr.problems[0].detail;
+    assert!(detail.contains("odd\\u{1b}]0;owned"), "{detail:?}");
+    assert!(!detail.chars().any(char::is_control), "{detail:?}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_imagefs::{import, ImportOptions, Store};
+use berth_imagefs::{import, ImportError, ImportOptions, Store};
 
 use crate::config::{HostConfig, CONFIG_PATH};
 
@@ -68,14 +68,55 @@ pub fn importer_main() -> i32 {
                 report.layers
             ),
             Err(e) => {
-                eprintln!(
-                    "berth: error: image {} from {}: {e}",
-                    image.name.0,
-                    path.display()
-                );
+                eprintln!("{}", failure_line(&image.name.0.to_string(), &path, &e));
                 failed += 1;
             }
         }
     }
     i32::from(failed > 0)
+}
+
+/// The console line for an image that failed to import: the whole error chain
+/// ("reading archive X" alone does not say what failed), and the baked path only
+/// when the message does not name it already.
+fn failure_line(name: &str, path: &Path, e: &ImportError) -> String {
+    let detail = berth_imagefs::error_chain(e);
+    if e.names_path() {
+        format!("berth: error: image {name}: {detail}")
+    } else {
+        format!(
+            "berth: error: image {name} from {}: {detail}",
+            path.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the importer says of a baked layout the kernel's unpack cut short:
+    /// blobs written, index.json not.
+    #[test]
+    fn an_image_cut_short_is_reported_incomplete_once_by_path() {
+        let t = tempfile::tempdir().unwrap();
+        let baked = baked_path(t.path(), 0, true);
+        std::fs::create_dir_all(baked.join("blobs/sha256")).unwrap();
+        for blob in [&b"one"[..], b"two", b"three"] {
+            let name = berth_imagefs::Digest::of(blob).hex();
+            std::fs::write(baked.join("blobs/sha256").join(name), blob).unwrap();
+        }
+        let store = Store::open(t.path().join("store")).unwrap();
+        let e = import(&store, &baked, &ImportOptions::default(), &mut |_| {}).unwrap_err();
+        let line = failure_line("busybox:latest", &baked, &e);
+        assert_eq!(
+            line,
+            format!(
+                "berth: error: image busybox:latest: {} is an incomplete image: index.json is \
+                 missing (blobs present: 3) — an image cut short, for example an initramfs \
+                 that did not fit in memory",
+                baked.display()
+            )
+        );
+    }
 }
