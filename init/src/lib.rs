@@ -7,7 +7,7 @@
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`helper`] (`berth-helper`, the binary of those child processes), [`supervisor`] (starting, restarting and stopping
-//! containers with `berth_runtime`), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
+//! containers with `berth_runtime`; [`waiting`] says what a held-back one waits for), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
 //! child process and the container bridge). PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod boot;
@@ -29,4 +29,5 @@ pub mod signals;
 pub mod supervisor;
 pub mod switch_root;
 pub mod tomlpath;
+pub mod waiting;
 pub mod workload;
