@@ -309,13 +309,13 @@ impl Supervisor {
             .filter_map(|u| {
                 u.waiting
                     .as_ref()
-                    .map(|w| format!("{} ({})", u.spec.name, w.reason))
+                    .map(|w| format!("{} {}", u.spec.name, w.reason))
             })
             .collect();
         let waiting = if waiting.is_empty() {
             String::new()
         } else {
-            format!("; waiting: {}", waiting.join(", "))
+            format!("; waiting: {}", waiting.join("; "))
         };
         log::info!(
             "containers started: {running} of {} running{waiting}; PID 1 rss {} KiB",
@@ -890,5 +890,118 @@ mod tests {
             backoff(Duration::from_secs(30), STABLE_AFTER),
             BACKOFF_START
         );
+    }
+
+    fn configs(toml_text: &str) -> Vec<ContainerConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            container: Vec<ContainerConfig>,
+        }
+        toml::from_str::<File>(toml_text).unwrap().container
+    }
+
+    /// A supervisor over a scratch state directory and cgroup "mount": enough to ask
+    /// what its containers wait for, without starting any.
+    fn scratch_supervisor(dir: &std::path::Path, containers: &[ContainerConfig]) -> Supervisor {
+        let cgroups =
+            berth_runtime::cgroup::CgroupParent::prepare_at(dir, &Default::default()).unwrap();
+        let runtime = Runtime {
+            store: dir.to_path_buf(),
+            state: dir.to_path_buf(),
+            cgroups,
+        };
+        Supervisor::new(containers, Ok(runtime), &Ok(BTreeMap::new()))
+    }
+
+    #[test]
+    fn held_back_containers_name_what_they_wait_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            [[container]]
+            name = "web"
+            image = "other:1"
+            network = "none"
+            depends_on = ["db"]
+            [[container]]
+            name = "online"
+            image = "other:1"
+            network = "none"
+            depends_on = ["network-online"]
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        assert_eq!(
+            sup.wait_reason(1),
+            Some(WaitReason::Dependency {
+                name: "db".into(),
+                state: DependencyState::NotRunning
+            })
+        );
+        assert_eq!(sup.wait_reason(2), Some(WaitReason::NetworkOnline));
+        sup.set_network_online();
+        assert_eq!(sup.wait_reason(2), None);
+        // `busybox` is `busybox:latest`, whose import failed: db waits for good.
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox:latest").unwrap()]);
+        assert_eq!(
+            sup.wait_reason(0),
+            Some(WaitReason::ImageNotImported {
+                image: "busybox".into()
+            })
+        );
+        assert_eq!(sup.wait_reason(2), None, "other images are not held back");
+        // A dependency that exited for good is said to have.
+        if let Some(db) = sup.units.get_mut(0) {
+            db.state = State::Done;
+        }
+        assert_eq!(
+            sup.wait_reason(1),
+            Some(WaitReason::Dependency {
+                name: "db".into(),
+                state: DependencyState::Exited
+            })
+        );
+    }
+
+    #[test]
+    fn each_mirroring_container_gets_an_even_console_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "a"
+            image = "x"
+            network = "none"
+            [[container]]
+            name = "b"
+            image = "x"
+            network = "none"
+            [[container]]
+            name = "silent"
+            image = "x"
+            network = "none"
+            log_console = false
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        // Two mirror: each may fill half of the budget within one window, not more.
+        let line = "y".repeat(100);
+        for u in &mut sup.units {
+            for _ in 0..200 {
+                u.log.feed(format!("{line}\n").as_bytes());
+            }
+        }
+        let dropped: Vec<u64> = sup.units.iter().map(|u| u.log.dropped_lines()).collect();
+        let per_line = crate::klog::format_container_line(0.0, "a", &line).len();
+        let fits = crate::klog::console_share(2) / per_line;
+        // (Within one window; a slow machine may roll into a second one.)
+        for d in &dropped[..2] {
+            assert!(*d > 0 && *d + 2 * fits as u64 >= 200, "{dropped:?}");
+        }
+        assert_eq!(dropped[2], 0, "log_console = false mirrors nothing");
     }
 }
