@@ -2,7 +2,8 @@
 //!
 //! Boot: signals first (so that nothing can be missed), then mounts, the kernel log, the
 //! config, hostname, loopback, modules (configured, then coldplug), the power button, and
-//! "berth: ready". Each step that fails is logged and boot goes on; only the loss of the
+//! "berth: ready": PID 1's own boot work is done, the host is up. The containers come
+//! after, and the supervisor's "containers started: N of M" line is their milestone. Each step that fails is logged and boot goes on; only the loss of the
 //! signalfd, without which PID 1 can neither reap nor shut down, is fatal.
 //!
 //! The supervisor then starts the `[[container]]`s (after the baked images are imported by
@@ -102,9 +103,15 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     berth_runtime::release_free_heap();
     let loaded: Vec<String> = crate::modules::loaded_modules().into_iter().collect();
     log::info!("loaded modules: {}", loaded.join(" "));
+    // "ready": PID 1's own boot work is done, the host is up. The containers' milestone
+    // is the supervisor's "containers started" line (docs/config.md, "The console").
+    let containers_next = match config.containers.len() {
+        0 => String::new(),
+        n => format!("; {n} container(s) start next"),
+    };
     match &config_error {
         None => log::info!(
-            "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB)",
+            "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB){containers_next}",
             ready_ms - exec_ms,
             ready_ms - exec_ms - modules_ms,
             rss_kib().unwrap_or(0),
@@ -208,7 +215,9 @@ enum ImportOutcome {
     /// Tried again: containers still wait.
     Retrying,
     /// Done, or given up: containers may start, but for those whose image is in `failed`.
-    Finished { failed: Vec<berth_imagefs::Reference> },
+    Finished {
+        failed: Vec<berth_imagefs::Reference>,
+    },
 }
 
 impl Importer {
@@ -499,10 +508,9 @@ fn reap(supervisor: &mut Supervisor, importer: &mut Importer, netd: &mut Netd) {
                 supervisor.set_images_ready();
             }
             ImportOutcome::Retrying => {}
-            ImportOutcome::NotImporter => log::debug!(
-                "reaped {pid}: {}",
-                berth_runtime::ProcessStatus(status)
-            ),
+            ImportOutcome::NotImporter => {
+                log::debug!("reaped {pid}: {}", berth_runtime::ProcessStatus(status))
+            }
         }
     }
 }

@@ -303,7 +303,10 @@ mod tests {
     #[test]
     fn the_shares_stay_within_the_console_budget() {
         for n in [1, 2, 3, 7, 100] {
-            assert!(console_share(n) * n <= CONTAINER_CONSOLE_BYTES_PER_SEC, "{n}");
+            assert!(
+                console_share(n) * n <= CONTAINER_CONSOLE_BYTES_PER_SEC,
+                "{n}"
+            );
         }
         assert_eq!(console_share(0), CONTAINER_CONSOLE_BYTES_PER_SEC);
     }

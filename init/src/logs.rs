@@ -349,6 +349,9 @@ mod tests {
             quiet.feed(format!("tick {round}\n").as_bytes());
             assert_eq!(quiet.dropped_lines(), 0, "round {round}");
         }
-        assert!(flood.dropped_lines() > 0, "the flood stays within its share");
+        assert!(
+            flood.dropped_lines() > 0,
+            "the flood stays within its share"
+        );
     }
 }

@@ -33,10 +33,10 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::health::{Health, HealthStatus};
-use crate::waiting::{DependencyState, Say, Wait, WaitReason};
 use crate::logs::{output_pipe, LogSink};
 use crate::reaper::reap_all;
 use crate::signals::Signals;
+use crate::waiting::{DependencyState, Say, Wait, WaitReason};
 use crate::workload::{ContainerConfig, NetworkMode, NETWORK_ONLINE};
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -177,11 +177,7 @@ impl Supervisor {
                     log::warn!("container {}: {}: {e}", spec.name, dir.display());
                 }
                 Unit {
-                    log: LogSink::new(
-                        &spec.name,
-                        dir.join("log"),
-                        c.log_console.then_some(share),
-                    ),
+                    log: LogSink::new(&spec.name, dir.join("log"), c.log_console.then_some(share)),
                     config: c.clone(),
                     spec,
                     state: initial,

@@ -15,7 +15,10 @@ pub const REMIND_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitReason {
     /// A `depends_on` container that is not ready.
-    Dependency { name: String, state: DependencyState },
+    Dependency {
+        name: String,
+        state: DependencyState,
+    },
     /// `depends_on = ["network-online"]` and the host has no address yet.
     NetworkOnline,
     /// Its image is a baked `[[image]]` whose import failed.
@@ -161,7 +164,10 @@ mod tests {
             Wait::update(&mut wait, reason.clone(), at),
             Some(Say::StillWaiting(REMIND_EVERY))
         );
-        assert_eq!(wait.as_ref().map(Wait::next_reminder), Some(at + REMIND_EVERY));
+        assert_eq!(
+            wait.as_ref().map(Wait::next_reminder),
+            Some(at + REMIND_EVERY)
+        );
         assert_eq!(
             Wait::update(&mut wait, reason, at + Duration::from_secs(1)),
             None

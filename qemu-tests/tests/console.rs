@@ -120,8 +120,10 @@ fn console_is_fair_says_what_waits_and_powers_off_cleanly() {
         .first()
         .copied()
         .unwrap_or_else(|| panic!("no containers-started line"));
+    assert!(console.find("berth: ready").unwrap() < console.find("containers started:").unwrap());
     assert!(
-        console.find("berth: ready").unwrap() < console.find("containers started:").unwrap()
+        lines_with(&console, "berth: ready in")[0].ends_with("; 6 container(s) start next"),
+        "the ready line says the containers come next"
     );
     assert!(summary.contains(" of 6 running; waiting: "), "{summary}");
     assert!(
@@ -149,13 +151,20 @@ fn console_is_fair_says_what_waits_and_powers_off_cleanly() {
 
     // A reminder 30 s after the first line, not sooner.
     let reminder = vm
-        .wait_for_line("container needs-net: still waiting for network-online", STEP)
+        .wait_for_line(
+            "container needs-net: still waiting for network-online",
+            STEP,
+        )
         .unwrap();
     let console = vm.console();
-    let first = stamp(lines_with(&console, "container needs-net: waiting for network-online")[0])
-        .unwrap();
+    let first =
+        stamp(lines_with(&console, "container needs-net: waiting for network-online")[0]).unwrap();
     let again = stamp(&reminder).unwrap();
-    assert!(again - first >= 30_000.0, "reminded after {:.0} ms", again - first);
+    assert!(
+        again - first >= 30_000.0,
+        "reminded after {:.0} ms",
+        again - first
+    );
     assert_eq!(
         lines_with(&console, "container needs-net: still waiting").len(),
         1
@@ -183,7 +192,10 @@ fn console_is_fair_says_what_waits_and_powers_off_cleanly() {
     vm.system_powerdown().unwrap();
     vm.wait_for("power-off: now", STEP).unwrap();
     let status = vm.wait_exit(STEP).unwrap();
-    assert!(status.success(), "QEMU should exit 0 on power-off: {status}");
+    assert!(
+        status.success(),
+        "QEMU should exit 0 on power-off: {status}"
+    );
     let stop = vm.console();
     assert!(stop.contains("all containers stopped"), "{stop}");
     assert!(

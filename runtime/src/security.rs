@@ -147,7 +147,8 @@ mod tests {
             source: caps::errors::CapsError::from("denied"),
         };
         assert!(
-            e.to_string().starts_with("setting the effective capability set: "),
+            e.to_string()
+                .starts_with("setting the effective capability set: "),
             "{e}"
         );
     }
