@@ -218,8 +218,8 @@ impl Supervisor {
         }
     }
 
-    /// The baked images in `failed` (by index in `images`) could not be imported: the
-    /// containers that run one of them wait, and say so, instead of failing to start.
+    /// The baked images in `failed` could not be imported: the containers that run one
+    /// of them wait, and say so, instead of failing to start.
     pub fn set_images_failed(&mut self, failed: &[berth_imagefs::Reference]) {
         for u in &mut self.units {
             u.image_failed = berth_imagefs::Reference::parse(&u.config.image)
@@ -961,6 +961,53 @@ mod tests {
                 state: DependencyState::Exited
             })
         );
+    }
+
+    #[test]
+    fn a_held_back_restart_waits_without_a_deadline_in_the_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            [[container]]
+            name = "web"
+            image = "other:1"
+            network = "none"
+            depends_on = ["db"]
+            restart = "always"
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        let now = Instant::now();
+        // db's image failed to import; web's restart came due while db is not running.
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox").unwrap()]);
+        sup.set_images_ready();
+        if let Some(web) = sup.units.get_mut(1) {
+            web.state = State::Backoff(now - Duration::from_secs(1));
+        }
+        sup.tick(now);
+        for u in &sup.units {
+            assert!(
+                matches!(u.state, State::Waiting),
+                "{} not waiting",
+                u.name()
+            );
+        }
+        assert_eq!(
+            sup.units[0].waiting.as_ref().map(|w| w.reason.clone()),
+            Some(WaitReason::ImageNotImported {
+                image: "busybox".into()
+            })
+        );
+        // The loop next wakes for the reminders, not at once.
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + crate::waiting::REMIND_EVERY)
+        );
+        assert!(sup.reported_started, "the summary came, naming both");
     }
 
     #[test]
