@@ -1,5 +1,8 @@
 //! PID 1's logger: every record goes to the console with a boot-relative timestamp in
-//! milliseconds, and to the kernel log (`/dev/kmsg`) so that `dmesg` keeps it.
+//! milliseconds, and to the kernel log (`/dev/kmsg`) so that `dmesg` keeps it. The
+//! `berth-helper` processes log through the same logger ([`init_helper`]), so their lines
+//! carry the same stamp; container output mirrored to the console does too, within each
+//! container's [`ConsoleBudget`].
 //!
 //! The kmsg copy is written at debug priority (`<31>` = daemon.debug): the kernel echoes
 //! kmsg lines at or below the console log level to the console itself, and PID 1 already

@@ -1011,6 +1011,37 @@ mod tests {
     }
 
     #[test]
+    fn waiting_for_the_images_is_reminded_every_30_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        let now = Instant::now();
+        sup.tick(now);
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + crate::waiting::REMIND_EVERY),
+            "the loop wakes for the reminder"
+        );
+        assert!(!sup.reported_started);
+        sup.set_images_ready();
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox").unwrap()]);
+        sup.tick(now + Duration::from_secs(1));
+        assert!(sup.reported_started);
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + Duration::from_secs(1) + crate::waiting::REMIND_EVERY),
+            "no more images reminder, db's own instead"
+        );
+    }
+
+    #[test]
     fn each_mirroring_container_gets_an_even_console_share() {
         let dir = tempfile::tempdir().unwrap();
         let containers = configs(
