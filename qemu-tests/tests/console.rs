@@ -4,11 +4,13 @@
 //! `network-online` without a network (each says so, and is reminded of no more often
 //! than every 30 s), `berth: ready` before the `containers started` milestone that names
 //! those still waiting, the helper's lines stamped as PID 1's, no Rust `Debug` text, and
-//! a clean power-off without unmount warnings.
+//! a clean power-off without unmount warnings. On a second host, a baked image that fails
+//! to import holds back the containers that run it, which say so.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use berth_buildroot::cpio::{CpioWriter, EntryKind};
 use berth_qemu_tests::{build_busybox_test_image, require_qemu, Qemu};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -203,4 +205,89 @@ fn console_is_fair_says_what_waits_and_powers_off_cleanly() {
         "{:?}",
         lines_with(&stop, "cannot unmount")
     );
+}
+
+const BROKEN_IMAGE_CONFIG: &str = r#"version = 1
+hostname = "broken-image"
+
+[[image]]
+path = "busybox"
+name = "busybox:latest"
+
+[[container]]
+name = "web"
+image = "busybox:latest"
+command = ["true"]
+network = "none"
+
+[[container]]
+name = "after-web"
+image = "busybox:latest"
+depends_on = ["web"]
+command = ["true"]
+network = "none"
+"#;
+
+#[test]
+fn an_image_that_fails_to_import_holds_its_containers_back() {
+    if !require_qemu() {
+        return;
+    }
+    let image = build_busybox_test_image("console-broken-image", BROKEN_IMAGE_CONFIG);
+    // The baked image's index replaced by garbage, in an archive appended to the
+    // initramfs (the kernel unpacks concatenated archives in order, the later file wins;
+    // an uncompressed one only at a 4-byte-aligned offset).
+    let mut initrd = std::fs::read(image.join("initramfs.img")).expect("read initramfs");
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
+    let mut extra = CpioWriter::new(Vec::new());
+    extra
+        .entry(
+            "usr/share/berth/images/0/index.json",
+            0o644,
+            &EntryKind::File(b"not json"),
+        )
+        .expect("cpio entry");
+    initrd.extend(extra.finish().expect("cpio trailer"));
+    let broken = image.join("broken.initramfs.img");
+    std::fs::write(&broken, initrd).expect("write initramfs");
+
+    let vm = Qemu::new(image.join("vmlinuz"))
+        .initrd(&broken)
+        .deadline(Duration::from_secs(240))
+        .spawn()
+        .expect("start QEMU");
+    vm.wait_for("berth: ready", BOOT).unwrap();
+    let summary = vm.wait_for_line("containers started:", STEP).unwrap();
+    let console = vm.console();
+    assert!(
+        console.contains("image import failed (exit 1): trying again"),
+        "the importer's exit in words"
+    );
+    assert!(
+        console.contains(
+            "image import failed 3 times (exit 1): busybox:latest not imported; the containers that run them wait"
+        ),
+        "gave up, naming the image"
+    );
+    assert_eq!(
+        lines_with(
+            &console,
+            "container web: waiting for image busybox:latest, which failed to import"
+        )
+        .len(),
+        1
+    );
+    assert!(
+        summary.contains(
+            "0 of 2 running; waiting: web for image busybox:latest, which failed to import; after-web for image busybox:latest, which failed to import"
+        ),
+        "{summary}"
+    );
+    assert!(
+        !console.contains("container web: started") && !console.contains("exit 127"),
+        "web never starts without its image"
+    );
+    for debug in ["Exited(", "Pid("] {
+        assert!(!console.contains(debug), "{debug} on the console");
+    }
 }
