@@ -162,8 +162,10 @@ fn console_is_fair_says_what_waits_and_powers_off_cleanly() {
     let first =
         stamp(lines_with(&console, "container needs-net: waiting for network-online")[0]).unwrap();
     let again = stamp(&reminder).unwrap();
+    // (The stamps are taken as each line is written, a little after the supervisor's
+    // tick that decided it: a margin for a slow TCG guest.)
     assert!(
-        again - first >= 30_000.0,
+        again - first >= 29_000.0,
         "reminded after {:.0} ms",
         again - first
     );
