@@ -2,7 +2,8 @@
 //!
 //! Boot: signals first (so that nothing can be missed), then mounts, the kernel log, the
 //! config, hostname, loopback, modules (configured, then coldplug), the power button, and
-//! "berth: ready". Each step that fails is logged and boot goes on; only the loss of the
+//! "berth: ready": PID 1's own boot work is done, the host is up. The containers come
+//! after, and the supervisor's "containers started: N of M" line is their milestone. Each step that fails is logged and boot goes on; only the loss of the
 //! signalfd, without which PID 1 can neither reap nor shut down, is fatal.
 //!
 //! The supervisor then starts the `[[container]]`s (after the baked images are imported by
@@ -102,9 +103,15 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     berth_runtime::release_free_heap();
     let loaded: Vec<String> = crate::modules::loaded_modules().into_iter().collect();
     log::info!("loaded modules: {}", loaded.join(" "));
+    // "ready": PID 1's own boot work is done, the host is up. The containers' milestone
+    // is the supervisor's "containers started" line (docs/config.md, "The console").
+    let containers_next = match config.containers.len() {
+        0 => String::new(),
+        n => format!("; {n} container(s) start next"),
+    };
     match &config_error {
         None => log::info!(
-            "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB)",
+            "ready in {:.1} ms (exec at {exec_ms:.1} ms; PID 1's own work {:.1} ms, modules {modules_ms:.1} ms; rss {} KiB){containers_next}",
             ready_ms - exec_ms,
             ready_ms - exec_ms - modules_ms,
             rss_kib().unwrap_or(0),
@@ -131,8 +138,12 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         log::error!("container bridge network: {e}");
     }
     let mut supervisor = Supervisor::new(&config.containers, container_runtime(), &bridge);
-    let mut importer = Importer::start(config.images.len());
+    let mut importer = Importer::start(config.images.iter().map(|i| i.name.0.clone()).collect());
     if importer.done() {
+        if importer.attempts > 0 {
+            // There were images, and their importer could not even start.
+            supervisor.set_images_failed(&importer.images);
+        }
         supervisor.set_images_ready();
     }
     let action = wait_for_request(
@@ -145,6 +156,10 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     if !supervisor.is_empty() {
         supervisor.stop_all(Some(&mut signals));
     }
+    // The supervisor holds each container's log file open for writing in the store's
+    // tmpfs: closed now, or that filesystem could be neither unmounted nor remounted
+    // read-only at shutdown (EBUSY).
+    drop(supervisor);
     shutdown(action, Some(&mut signals), config.shutdown.timeout.0)
 }
 
@@ -187,19 +202,32 @@ fn container_runtime() -> Result<Runtime, String> {
 
 /// The child process importing the baked images, and its retries.
 struct Importer {
-    pid: Option<Pid>,
+    process: Option<images::ImporterProcess>,
     attempts: u32,
-    images: usize,
+    /// The `[[image]]` names, by index.
+    images: Vec<berth_imagefs::Reference>,
+}
+
+/// What the importer's exit means for the containers.
+enum ImportOutcome {
+    /// Not the importer's pid.
+    NotImporter,
+    /// Tried again: containers still wait.
+    Retrying,
+    /// Done, or given up: containers may start, but for those whose image is in `failed`.
+    Finished {
+        failed: Vec<berth_imagefs::Reference>,
+    },
 }
 
 impl Importer {
-    fn start(images: usize) -> Importer {
+    fn start(images: Vec<berth_imagefs::Reference>) -> Importer {
         let mut i = Importer {
-            pid: None,
+            process: None,
             attempts: 0,
             images,
         };
-        if images > 0 {
+        if !i.images.is_empty() {
             i.spawn();
         }
         i
@@ -208,39 +236,64 @@ impl Importer {
     fn spawn(&mut self) {
         self.attempts += 1;
         match images::spawn_importer() {
-            Ok(pid) => {
-                log::info!("importing {} baked image(s) (pid {pid})", self.images);
-                self.pid = Some(pid);
+            Ok(process) => {
+                log::info!(
+                    "importing {} baked image(s) (pid {})",
+                    self.images.len(),
+                    process.pid
+                );
+                self.process = Some(process);
             }
             Err(e) => log::error!("cannot start the image importer: {e}"),
         }
     }
 
     fn done(&self) -> bool {
-        self.pid.is_none()
+        self.process.is_none()
     }
 
-    /// Handles the importer's exit; true once containers may start.
-    fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> Option<bool> {
-        if self.pid != Some(pid) {
-            return None;
+    /// Handles the importer's exit.
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) -> ImportOutcome {
+        if self.process.as_ref().map(|p| p.pid) != Some(pid) {
+            return ImportOutcome::NotImporter;
         }
-        self.pid = None;
+        let failed_indices = self
+            .process
+            .take()
+            .map(images::ImporterProcess::failed_images)
+            .unwrap_or_default();
         if matches!(status, WaitStatus::Exited(_, 0)) {
             log::info!("baked images imported");
-            return Some(true);
+            return ImportOutcome::Finished { failed: Vec::new() };
         }
+        let status = berth_runtime::ProcessStatus(status);
         if self.attempts < images::MAX_ATTEMPTS {
-            log::error!("image import failed ({status:?}): trying again");
+            log::error!("image import failed ({status}): trying again");
             self.spawn();
-            Some(self.pid.is_none())
-        } else {
-            log::error!(
-                "image import failed {} times ({status:?}): starting containers anyway; those without their image will fail",
-                self.attempts
-            );
-            Some(true)
+            if self.done() {
+                // Could not even start it again: as if given up, every image failed.
+                return ImportOutcome::Finished {
+                    failed: self.images.clone(),
+                };
+            }
+            return ImportOutcome::Retrying;
         }
+        // An importer that died without its report (a crash, a kill) failed them all.
+        let failed: Vec<berth_imagefs::Reference> = if failed_indices.is_empty() {
+            self.images.clone()
+        } else {
+            failed_indices
+                .iter()
+                .filter_map(|i| self.images.get(*i).cloned())
+                .collect()
+        };
+        let names: Vec<String> = failed.iter().map(ToString::to_string).collect();
+        log::error!(
+            "image import failed {} times ({status}): {} not imported; the containers that run them wait",
+            self.attempts,
+            names.join(" ")
+        );
+        ImportOutcome::Finished { failed }
     }
 }
 
@@ -450,9 +503,14 @@ fn reap(supervisor: &mut Supervisor, importer: &mut Importer, netd: &mut Netd) {
             continue;
         }
         match importer.on_exit(pid, status) {
-            Some(true) => supervisor.set_images_ready(),
-            Some(false) => {}
-            None => log::debug!("reaped {pid}: {status:?}"),
+            ImportOutcome::Finished { failed } => {
+                supervisor.set_images_failed(&failed);
+                supervisor.set_images_ready();
+            }
+            ImportOutcome::Retrying => {}
+            ImportOutcome::NotImporter => {
+                log::debug!("reaped {pid}: {}", berth_runtime::ProcessStatus(status))
+            }
         }
     }
 }

@@ -258,7 +258,7 @@ pub fn helper_main() -> i32 {
     match written {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("berth-helper read-config: cannot write the report: {e}");
+            log::error!("read-config: cannot write the report: {e}");
             1
         }
     }

@@ -44,16 +44,15 @@ pub fn command(mode: &str) -> Command {
 
 /// The helper's `main`: runs the mode its first argument names; the exit code.
 pub fn main() -> i32 {
+    // Every mode logs to the console (stderr) in PID 1's format; stdout is a report
+    // pipe to PID 1 for netd, the importer and the config reader (the API server talks
+    // to PID 1 over its berth_proto channel instead).
+    crate::klog::init_helper(log::LevelFilter::Info);
     match std::env::args().nth(1).as_deref() {
-        // netd's stdout is its status pipe, so it sets up its own logging.
         Some(NETD_ARG) => crate::network::netd_main(),
-        Some(IMPORT_ARG) => {
-            crate::klog::init(log::LevelFilter::Info);
-            crate::images::importer_main()
-        }
+        Some(IMPORT_ARG) => crate::images::importer_main(),
         Some(READ_CONFIG_ARG) => crate::boot_config::helper_main(),
         Some(berth_api::helper::MODE) => {
-            crate::klog::init(log::LevelFilter::Info);
             let args: Vec<String> = std::env::args().skip(2).collect();
             berth_api::helper::main(&args)
         }

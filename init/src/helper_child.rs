@@ -199,13 +199,17 @@ where
             self.delay = RESTART_FIRST;
         }
         if self.stopping {
-            log::info!("{} stopped ({})", self.command.name, exit_text(status));
+            log::info!(
+                "{} stopped ({})",
+                self.command.name,
+                berth_runtime::ProcessStatus(status)
+            );
             return true;
         }
         log::warn!(
             "{} exited ({}): restarting in {} ms",
             self.command.name,
-            exit_text(status),
+            berth_runtime::ProcessStatus(status),
             self.delay.as_millis()
         );
         self.schedule_restart(now);
@@ -231,15 +235,6 @@ where
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
         }
-    }
-}
-
-/// An exit as the console says it: `exit 1`, `killed by SIGKILL`.
-fn exit_text(status: WaitStatus) -> String {
-    match status {
-        WaitStatus::Exited(_, code) => format!("exit {code}"),
-        WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
-        other => format!("{other:?}"),
     }
 }
 

@@ -1,5 +1,8 @@
 //! PID 1's logger: every record goes to the console with a boot-relative timestamp in
-//! milliseconds, and to the kernel log (`/dev/kmsg`) so that `dmesg` keeps it.
+//! milliseconds, and to the kernel log (`/dev/kmsg`) so that `dmesg` keeps it. The
+//! `berth-helper` processes log through the same logger ([`init_helper`]), so their lines
+//! carry the same stamp; container output mirrored to the console does too, within each
+//! container's [`ConsoleBudget`].
 //!
 //! The kmsg copy is written at debug priority (`<31>` = daemon.debug): the kernel echoes
 //! kmsg lines at or below the console log level to the console itself, and PID 1 already
@@ -9,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use nix::time::{clock_gettime, ClockId};
@@ -51,11 +55,20 @@ pub fn init(level: LevelFilter) {
     // PID 1's stdout is the console the kernel opened for it; a duplicate keeps it
     // independent of what later code does with fd 1.
     use std::os::fd::AsFd;
-    LOGGER.sinks().console = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .map(File::from);
+    install(std::io::stdout().as_fd(), level);
+}
+
+/// Installs the logger in a `berth-helper` process, whose stderr is PID 1's console
+/// (its stdout may be a report pipe to PID 1): its lines then look as PID 1's do, with
+/// the same stamp. A panic is logged as a line too, not in Rust's own format.
+pub fn init_helper(level: LevelFilter) {
+    use std::os::fd::AsFd;
+    install(std::io::stderr().as_fd(), level);
+    std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+}
+
+fn install(console: std::os::fd::BorrowedFd<'_>, level: LevelFilter) {
+    LOGGER.sinks().console = console.try_clone_to_owned().ok().map(File::from);
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
@@ -113,6 +126,12 @@ pub fn quiet_kernel_console(cmdline: &str) {
     }
 }
 
+/// The stamp that opens every console line, PID 1's and its helper's alike:
+/// `[  1523.4 ms]`, milliseconds since the kernel started.
+pub fn stamp(ms: f64) -> String {
+    format!("[{ms:9.1} ms]")
+}
+
 /// Formats one console line: `[  1523.4 ms] berth: message` (warnings and errors say so).
 pub fn format_line(ms: f64, level: Level, message: &str) -> String {
     let tag = match level {
@@ -120,46 +139,74 @@ pub fn format_line(ms: f64, level: Level, message: &str) -> String {
         Level::Warn => "warning: ",
         _ => "",
     };
-    format!("[{ms:9.1} ms] berth: {tag}{message}\n")
+    format!("{} berth: {tag}{message}\n", stamp(ms))
+}
+
+/// Formats one line of a container's output for the console: `[  1523.4 ms] web | text`.
+pub fn format_container_line(ms: f64, name: &str, text: &str) -> String {
+    format!("{} {name} | {text}\n", stamp(ms))
 }
 
 /// Console bytes per second for the output of all containers together: under a
 /// 115200-baud serial console's ~11 KiB/s, so that PID 1's synchronous console writes
-/// never wait long and its own lines still get through.
+/// never wait long and its own lines still get through. It is divided evenly among the
+/// containers that mirror their output ([`console_share`]), so that one container
+/// printing without pause cannot take the console from the others.
 pub const CONTAINER_CONSOLE_BYTES_PER_SEC: usize = 8 << 10;
 
-/// The one-second window the container console budget is counted in.
-struct ConsoleWindow {
-    start: Option<std::time::Instant>,
-    bytes: usize,
+/// Each container's console budget, in bytes per second, when `mirroring` containers
+/// mirror their output to the console.
+pub fn console_share(mirroring: usize) -> usize {
+    CONTAINER_CONSOLE_BYTES_PER_SEC / mirroring.max(1)
 }
 
-static CONTAINER_WINDOW: Mutex<ConsoleWindow> = Mutex::new(ConsoleWindow {
-    start: None,
-    bytes: 0,
-});
+/// One container's console budget: at most `share` bytes in each one-second window. A
+/// few words per container, whatever the container writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleBudget {
+    share: usize,
+    window: Option<Instant>,
+    used: usize,
+}
 
-/// Writes one line of a container's output to the console, `[  1523.4 ms] web | text`,
-/// if the shared budget allows; false when it was dropped. Not copied to the kernel
-/// log: container output has its own files.
-pub fn container_line(name: &str, text: &str) -> bool {
-    let line = format!("[{:9.1} ms] {name} | {text}\n", boot_ms());
-    {
-        let mut window = CONTAINER_WINDOW
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        if window
-            .start
-            .is_none_or(|s| now.duration_since(s).as_secs() >= 1)
-        {
-            window.start = Some(now);
-            window.bytes = 0;
+impl ConsoleBudget {
+    pub fn new(share: usize) -> ConsoleBudget {
+        ConsoleBudget {
+            share,
+            window: None,
+            used: 0,
         }
-        if window.bytes + line.len() > CONTAINER_CONSOLE_BYTES_PER_SEC {
+    }
+
+    /// Changes the share (when the number of mirroring containers changes).
+    pub fn set_share(&mut self, share: usize) {
+        self.share = share;
+    }
+
+    /// Whether `len` more bytes fit in the window that holds `now`; they are counted if so.
+    pub fn admit(&mut self, now: Instant, len: usize) -> bool {
+        if self
+            .window
+            .is_none_or(|start| now.saturating_duration_since(start).as_secs() >= 1)
+        {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        if self.used.saturating_add(len) > self.share {
             return false;
         }
-        window.bytes += line.len();
+        self.used += len;
+        true
+    }
+}
+
+/// Writes one line of a container's output to the console, `[  1523.4 ms] web | text`,
+/// if that container's `budget` allows; false when it was dropped. Not copied to the
+/// kernel log: container output has its own files.
+pub fn container_line(name: &str, text: &str, budget: &mut ConsoleBudget) -> bool {
+    let line = format_container_line(boot_ms(), name, text);
+    if !budget.admit(Instant::now(), line.len()) {
+        return false;
     }
     if let Some(console) = LOGGER.sinks().console.as_mut() {
         let _ = console.write_all(line.as_bytes());
@@ -200,6 +247,7 @@ impl Log for KernelLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn lines_carry_time_and_severity() {
@@ -241,18 +289,36 @@ mod tests {
     }
 
     #[test]
-    fn container_lines_share_one_console_budget() {
-        let text = "x".repeat(1000);
-        let names = ["a", "b", "c", "d"];
-        let mirrored = (0..80)
-            .filter(|i| container_line(names[i % 4], &text))
-            .count();
-        // Four containers together stay within one second's budget (the window may
-        // roll over once during the loop on a slow machine).
-        assert!(mirrored >= 7, "{mirrored}");
-        assert!(
-            mirrored * 1000 <= 2 * CONTAINER_CONSOLE_BYTES_PER_SEC,
-            "{mirrored}"
+    fn each_container_has_its_own_console_budget() {
+        let share = console_share(2);
+        assert_eq!(share, CONTAINER_CONSOLE_BYTES_PER_SEC / 2);
+        let (mut flood, mut quiet) = (ConsoleBudget::new(share), ConsoleBudget::new(share));
+        let start = Instant::now();
+        // One container fills its share within the window; the other still gets its line.
+        let admitted = (0..100).filter(|_| flood.admit(start, 100)).count();
+        assert_eq!(admitted, share / 100);
+        assert!(quiet.admit(start + Duration::from_millis(500), 100));
+        assert!(!flood.admit(start + Duration::from_millis(999), 100));
+        // A new window, a new share.
+        assert!(flood.admit(start + Duration::from_secs(1), 100));
+    }
+
+    #[test]
+    fn the_shares_stay_within_the_console_budget() {
+        for n in [1, 2, 3, 7, 100] {
+            assert!(
+                console_share(n) * n <= CONTAINER_CONSOLE_BYTES_PER_SEC,
+                "{n}"
+            );
+        }
+        assert_eq!(console_share(0), CONTAINER_CONSOLE_BYTES_PER_SEC);
+    }
+
+    #[test]
+    fn container_lines_carry_the_same_stamp() {
+        assert_eq!(
+            format_container_line(1523.44, "web", "hello"),
+            "[   1523.4 ms] web | hello\n"
         );
     }
 

@@ -7,10 +7,12 @@
 //! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`helper`] (`berth-helper`, the binary of those child processes), [`supervisor`] (starting, restarting and stopping
-//! containers with `berth_runtime`), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
+//! containers with `berth_runtime`; [`waiting`] says what a held-back one waits for), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
 //! child process and the container bridge). Containers as data: [`registry`] (ids, names,
 //! lookup) and [`state_dir`] (every path under `/var/lib/berth`, and records written
-//! atomically). PID 1 has no `unsafe`
+//! atomically). The Docker Engine API: [`api`] (the API server child, PID 1's answers),
+//! [`api_host`], and [`helper_child`] (one supervised child on a `berth_proto` channel).
+//! PID 1 has no `unsafe`
 //! code of its own: the few raw system calls live in `berth_runtime`'s `sys` module.
 pub mod api;
 pub mod api_host;
@@ -36,4 +38,5 @@ pub mod state_dir;
 pub mod supervisor;
 pub mod switch_root;
 pub mod tomlpath;
+pub mod waiting;
 pub mod workload;

@@ -5,11 +5,12 @@
 //! Each complete line goes to `<state>/containers/<name>/log` with an RFC 3339 UTC
 //! timestamp; the file is rotated to `log.1` at [`ROTATE_BYTES`], so a container
 //! holds at most twice that. Lines are also mirrored to the console as
-//! `name | line` within one budget for all containers together
-//! ([`crate::klog::CONTAINER_CONSOLE_BYTES_PER_SEC`]): a serial console is slow,
-//! and PID 1 writes it synchronously, so container output must not be able to stall
-//! PID 1 however many containers there are. What is dropped from the console is
-//! counted and said, and is still in the file.
+//! `name | line`, each container within its own share of one console budget
+//! ([`crate::klog::console_share`]): a serial console is slow, and PID 1 writes it
+//! synchronously, so container output must not be able to stall PID 1 however many
+//! containers there are; and the share is each container's own, so one container
+//! printing without pause cannot hide the others' lines. What is dropped from the
+//! console is counted and said, and is still in the file.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -19,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+use crate::klog::{container_line, ConsoleBudget};
 
 /// Size at which the log file is rotated.
 pub const ROTATE_BYTES: u64 = 1 << 20;
@@ -34,13 +37,16 @@ pub struct LogSink {
     file: Option<File>,
     size: u64,
     partial: Vec<u8>,
-    console: bool,
+    /// The container's console budget, when its output is mirrored there.
+    console: Option<ConsoleBudget>,
     /// Lines the console budget turned away since the last mirrored one.
     dropped_lines: u64,
 }
 
 impl LogSink {
-    pub fn new(name: &str, path: PathBuf, console: bool) -> LogSink {
+    /// A sink writing to `path`, mirroring to the console within `console_share` bytes
+    /// per second when there is one (see [`crate::klog::console_share`]).
+    pub fn new(name: &str, path: PathBuf, console_share: Option<usize>) -> LogSink {
         let file = File::options().create(true).append(true).open(&path);
         let size = file
             .as_ref()
@@ -56,7 +62,7 @@ impl LogSink {
             file: file.ok(),
             size,
             partial: Vec::new(),
-            console,
+            console: console_share.map(ConsoleBudget::new),
             dropped_lines: 0,
         }
     }
@@ -89,7 +95,7 @@ impl LogSink {
         true
     }
 
-    fn feed(&mut self, mut bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
         while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
             let (line, rest) = bytes.split_at(end);
             self.extend_partial(line);
@@ -130,25 +136,38 @@ impl LogSink {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
         self.write_file(format!("{} {text}\n", rfc3339_now()).as_bytes());
-        if self.console {
-            self.mirror(text);
+        self.mirror(text);
+    }
+
+    /// Changes the console share (when the number of mirroring containers changes).
+    pub fn set_console_share(&mut self, share: usize) {
+        if let Some(budget) = &mut self.console {
+            budget.set_share(share);
         }
     }
 
+    /// Lines the console budget turned away since the last one mirrored.
+    pub fn dropped_lines(&self) -> u64 {
+        self.dropped_lines
+    }
+
     fn mirror(&mut self, text: &str) {
+        let Some(budget) = &mut self.console else {
+            return;
+        };
         if self.dropped_lines > 0 {
             let notice = format!(
                 "({} lines not mirrored to the console; all are in {})",
                 self.dropped_lines,
                 self.path.display()
             );
-            if !crate::klog::container_line(&self.name, &notice) {
+            if !container_line(&self.name, &notice, budget) {
                 self.dropped_lines += 1;
                 return;
             }
             self.dropped_lines = 0;
         }
-        if !crate::klog::container_line(&self.name, text) {
+        if !container_line(&self.name, text, budget) {
             self.dropped_lines += 1;
         }
     }
@@ -254,7 +273,7 @@ mod tests {
     fn lines_go_to_the_file_and_rotate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let mut sink = LogSink::new("t", path.clone(), false);
+        let mut sink = LogSink::new("t", path.clone(), None);
         sink.feed(b"one\ntw");
         sink.feed(b"o\n");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -274,7 +293,7 @@ mod tests {
     fn one_drain_takes_at_most_its_budget() {
         let dir = tempfile::tempdir().unwrap();
         let (r, w) = output_pipe().unwrap();
-        let mut sink = LogSink::new("t", dir.path().join("log"), false);
+        let mut sink = LogSink::new("t", dir.path().join("log"), None);
         let line = [b'y', b'\n'].repeat(1024);
         let mut writer = File::from(w);
         let mut written = 0;
@@ -305,7 +324,7 @@ mod tests {
     fn pipe_drains_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let (r, w) = output_pipe().unwrap();
-        let mut sink = LogSink::new("t", dir.path().join("log"), false);
+        let mut sink = LogSink::new("t", dir.path().join("log"), None);
         File::from(w.try_clone().unwrap())
             .write_all(b"a\nb")
             .unwrap();
@@ -314,5 +333,25 @@ mod tests {
         assert!(!sink.drain(r.as_fd()), "closed pipe: EOF");
         let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn a_flooding_container_does_not_hide_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let share = crate::klog::console_share(2);
+        let mut flood = LogSink::new("flood", dir.path().join("flood"), Some(share));
+        let mut quiet = LogSink::new("quiet", dir.path().join("quiet"), Some(share));
+        let line = format!("{}\n", "y".repeat(200));
+        for round in 0..50 {
+            for _ in 0..20 {
+                flood.feed(line.as_bytes());
+            }
+            quiet.feed(format!("tick {round}\n").as_bytes());
+            assert_eq!(quiet.dropped_lines(), 0, "round {round}");
+        }
+        assert!(
+            flood.dropped_lines() > 0,
+            "the flood stays within its share"
+        );
     }
 }

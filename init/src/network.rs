@@ -245,8 +245,9 @@ impl Netd {
             self.delay = Duration::from_secs(1);
         }
         log::error!(
-            "netd exited ({status:?}): starting it again in {:?}",
-            self.delay
+            "netd exited ({}): starting it again in {} ms",
+            berth_runtime::ProcessStatus(status),
+            self.delay.as_millis()
         );
         self.schedule_restart();
         true
@@ -274,19 +275,19 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
 /// netd's process: configures the host's network until SIGTERM. Exit code 0 on a
 /// clean stop.
 pub fn netd_main() -> i32 {
-    // The status pipe to PID 1 is stdout; log lines go to the console (stderr), which
-    // the logger takes from stdout: swap them before it starts.
+    // The status pipe to PID 1 is stdout; log lines go to the console (stderr, where the
+    // helper's logger writes). Nothing else may write to the pipe: it moves to its own
+    // descriptor, and stdout becomes the console too.
     let status = match std::io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => {
             let _ = nix::unistd::dup2(2, 1);
             std::fs::File::from(fd)
         }
         Err(e) => {
-            eprintln!("berth: netd: cannot duplicate its status pipe: {e}");
+            log::error!("netd: cannot duplicate its status pipe: {e}");
             return 1;
         }
     };
-    crate::klog::init(log::LevelFilter::Info);
     let defaults = std::env::args().any(|a| a == crate::helper::DEFAULTS_ARG);
     let loaded = if defaults {
         log::warn!("netd: using the default network config, as PID 1 does");
@@ -302,7 +303,7 @@ pub fn netd_main() -> i32 {
             HostConfig::default()
         }
         Err(e) => {
-            eprintln!("berth: netd: {e}; using the default network config");
+            log::error!("netd: {e}; using the default network config");
             HostConfig::default()
         }
     };

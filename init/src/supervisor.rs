@@ -36,6 +36,7 @@ use crate::health::{Health, HealthStatus};
 use crate::logs::{output_pipe, LogSink};
 use crate::reaper::reap_all;
 use crate::signals::Signals;
+use crate::waiting::{DependencyState, Say, Wait, WaitReason};
 use crate::workload::{ContainerConfig, NetworkMode, NETWORK_ONLINE};
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -82,6 +83,10 @@ struct Unit {
     pipe: Option<OwnedFd>,
     /// The current run's health, for a container with a `healthcheck`.
     health: Option<Health>,
+    /// What it waits for, while its turn has come but it cannot start.
+    waiting: Option<Wait>,
+    /// Its image is a baked `[[image]]` whose import failed: it waits for good.
+    image_failed: bool,
 }
 
 impl Unit {
@@ -131,6 +136,8 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Whether the "all started" line was logged.
     reported_started: bool,
+    /// Waiting for the baked images, said as a reminder only (the importer has its lines).
+    images_wait: Option<Wait>,
 }
 
 impl Supervisor {
@@ -148,6 +155,8 @@ impl Supervisor {
             .as_ref()
             .map(|r| r.state.clone())
             .unwrap_or_else(|_| crate::images::STORE_DIR.into());
+        // Each container mirroring to the console gets an even share of it.
+        let share = crate::klog::console_share(containers.iter().filter(|c| c.log_console).count());
         let units = containers
             .iter()
             .map(|c| {
@@ -168,7 +177,7 @@ impl Supervisor {
                     log::warn!("container {}: {}: {e}", spec.name, dir.display());
                 }
                 Unit {
-                    log: LogSink::new(&spec.name, dir.join("log"), c.log_console),
+                    log: LogSink::new(&spec.name, dir.join("log"), c.log_console.then_some(share)),
                     config: c.clone(),
                     spec,
                     state: initial,
@@ -176,6 +185,8 @@ impl Supervisor {
                     last_delay: Duration::ZERO,
                     pipe: None,
                     health: None,
+                    waiting: None,
+                    image_failed: false,
                 }
             })
             .collect();
@@ -186,6 +197,7 @@ impl Supervisor {
             network_online: false,
             shutting_down: false,
             reported_started: false,
+            images_wait: None,
         }
     }
 
@@ -206,19 +218,115 @@ impl Supervisor {
         }
     }
 
-    fn deps_running(&self, i: usize) -> bool {
-        self.units.get(i).is_some_and(|u| {
-            u.config.depends_on.iter().all(|d| {
-                (d.0 == NETWORK_ONLINE && self.network_online)
-                    || self.units.iter().any(|o| o.name() == d.0 && o.is_ready())
+    /// The baked images in `failed` could not be imported: the containers that run one
+    /// of them wait, and say so, instead of failing to start.
+    pub fn set_images_failed(&mut self, failed: &[berth_imagefs::Reference]) {
+        for u in &mut self.units {
+            u.image_failed = berth_imagefs::Reference::parse(&u.config.image)
+                .is_ok_and(|image| failed.contains(&image));
+        }
+    }
+
+    /// Why unit `i` cannot start now; `None` when it can.
+    fn wait_reason(&self, i: usize) -> Option<WaitReason> {
+        let unit = self.units.get(i)?;
+        if unit.image_failed {
+            return Some(WaitReason::ImageNotImported {
+                image: unit.config.image.clone(),
+            });
+        }
+        unit.config.depends_on.iter().find_map(|d| {
+            if d.0 == NETWORK_ONLINE {
+                return (!self.network_online).then_some(WaitReason::NetworkOnline);
+            }
+            let other = self.units.iter().find(|o| o.name() == d.0)?;
+            if other.is_ready() {
+                return None;
+            }
+            let state = match (&other.state, other.health.as_ref().map(|h| h.status)) {
+                (State::Running(_), Some(HealthStatus::Unhealthy)) => DependencyState::Unhealthy,
+                (State::Running(_), _) => DependencyState::HealthPending,
+                (State::Done, _) => DependencyState::Exited,
+                _ => DependencyState::NotRunning,
+            };
+            Some(WaitReason::Dependency {
+                name: d.0.clone(),
+                state,
             })
         })
+    }
+
+    /// Starts unit `i` if nothing holds it back; otherwise records and says why.
+    fn start_or_wait(&mut self, i: usize, now: Instant) {
+        let Some(reason) = self.wait_reason(i) else {
+            if let Some(u) = self.units.get_mut(i) {
+                u.waiting = None;
+            }
+            self.start(i);
+            return;
+        };
+        let Some(unit) = self.units.get_mut(i) else {
+            return;
+        };
+        // A restart held back waits as a first start does (a due backoff left in place
+        // would be a deadline in the past: a busy loop).
+        unit.state = State::Waiting;
+        match Wait::update(&mut unit.waiting, reason.clone(), now) {
+            Some(Say::Waiting) => log::info!("container {}: waiting {reason}", unit.spec.name),
+            Some(Say::StillWaiting(d)) => log::info!(
+                "container {}: still waiting {reason}, for {} s",
+                unit.spec.name,
+                d.as_secs()
+            ),
+            None => {}
+        }
+    }
+
+    /// Reminds, at most every [`crate::waiting::REMIND_EVERY`], that the containers
+    /// wait for the baked images.
+    fn remind_images(&mut self, now: Instant) {
+        if let Some(Say::StillWaiting(d)) =
+            Wait::update(&mut self.images_wait, WaitReason::ImagesImporting, now)
+        {
+            log::info!(
+                "containers still waiting for the baked images to be imported, for {} s",
+                d.as_secs()
+            );
+        }
+    }
+
+    /// The `containers started` line: how many run, and what the others wait for.
+    fn report_started(&self) {
+        let running = self.units.iter().filter(|u| u.is_running()).count();
+        let waiting: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| matches!(u.state, State::Waiting))
+            .filter_map(|u| {
+                u.waiting
+                    .as_ref()
+                    .map(|w| format!("{} {}", u.spec.name, w.reason))
+            })
+            .collect();
+        let waiting = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting: {}", waiting.join("; "))
+        };
+        log::info!(
+            "containers started: {running} of {} running{waiting}; PID 1 rss {} KiB",
+            self.units.len(),
+            crate::boot::rss_kib().unwrap_or(0)
+        );
     }
 
     /// Starts whatever may start now and escalates stops past their deadline.
     pub fn tick(&mut self, now: Instant) {
         if !self.shutting_down {
             self.run_checks(now);
+        }
+        if !self.images_ready && !self.shutting_down && !self.units.is_empty() {
+            self.remind_images(now);
         }
         if self.images_ready && !self.shutting_down {
             for i in 0..self.units.len() {
@@ -227,11 +335,13 @@ impl Supervisor {
                     Some(State::Backoff(at)) => *at <= now,
                     _ => false,
                 };
-                if due && self.deps_running(i) {
-                    self.start(i);
+                if due {
+                    self.start_or_wait(i, now);
                 }
             }
         }
+        // Every container has had its turn: none is starting, and those still waiting
+        // were just told why (one that could start has been started above).
         if !self.reported_started
             && !self.shutting_down
             && self.images_ready
@@ -239,17 +349,12 @@ impl Supervisor {
             && self
                 .units
                 .iter()
-                .all(|u| !matches!(u.state, State::Waiting | State::Starting { .. }))
+                .all(|u| !matches!(u.state, State::Starting { .. }))
         {
             self.reported_started = true;
             // Starting them parsed image configs and specs, all freed by now.
             berth_runtime::release_free_heap();
-            let running = self.units.iter().filter(|u| u.is_running()).count();
-            log::info!(
-                "containers started: {running} of {} running; PID 1 rss {} KiB",
-                self.units.len(),
-                crate::boot::rss_kib().unwrap_or(0)
-            );
+            self.report_started();
         }
         for u in &mut self.units {
             if let State::Starting { start, killed } = &mut u.state {
@@ -300,6 +405,16 @@ impl Supervisor {
 
     /// The earliest moment [`Supervisor::tick`] has work.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let images_reminder = self
+            .images_wait
+            .as_ref()
+            .filter(|_| !self.images_ready && !self.shutting_down)
+            .map(Wait::next_reminder);
+        let reminders = self
+            .units
+            .iter()
+            .filter(|u| !self.shutting_down && matches!(u.state, State::Waiting))
+            .filter_map(|u| u.waiting.as_ref().map(Wait::next_reminder));
         self.units
             .iter()
             .filter_map(|u| match &u.state {
@@ -315,6 +430,8 @@ impl Supervisor {
                     .map(|h| h.next_check),
                 _ => None,
             })
+            .chain(images_reminder)
+            .chain(reminders)
             .min()
     }
 
@@ -428,7 +545,7 @@ impl Supervisor {
             unit.state = State::Backoff(Instant::now() + delay);
         } else {
             log::info!(
-                "container {}: {exit}; not restarting (restart = {:?})",
+                "container {}: {exit}; not restarting (restart = {})",
                 unit.spec.name,
                 unit.config.restart
             );
@@ -769,5 +886,196 @@ mod tests {
             backoff(Duration::from_secs(30), STABLE_AFTER),
             BACKOFF_START
         );
+    }
+
+    fn configs(toml_text: &str) -> Vec<ContainerConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            container: Vec<ContainerConfig>,
+        }
+        toml::from_str::<File>(toml_text).unwrap().container
+    }
+
+    /// A supervisor over a scratch state directory and cgroup "mount": enough to ask
+    /// what its containers wait for, without starting any.
+    fn scratch_supervisor(dir: &std::path::Path, containers: &[ContainerConfig]) -> Supervisor {
+        let cgroups =
+            berth_runtime::cgroup::CgroupParent::prepare_at(dir, &Default::default()).unwrap();
+        let runtime = Runtime {
+            store: dir.to_path_buf(),
+            state: dir.to_path_buf(),
+            cgroups,
+        };
+        Supervisor::new(containers, Ok(runtime), &Ok(BTreeMap::new()))
+    }
+
+    #[test]
+    fn held_back_containers_name_what_they_wait_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            [[container]]
+            name = "web"
+            image = "other:1"
+            network = "none"
+            depends_on = ["db"]
+            [[container]]
+            name = "online"
+            image = "other:1"
+            network = "none"
+            depends_on = ["network-online"]
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        assert_eq!(
+            sup.wait_reason(1),
+            Some(WaitReason::Dependency {
+                name: "db".into(),
+                state: DependencyState::NotRunning
+            })
+        );
+        assert_eq!(sup.wait_reason(2), Some(WaitReason::NetworkOnline));
+        sup.set_network_online();
+        assert_eq!(sup.wait_reason(2), None);
+        // `busybox` is `busybox:latest`, whose import failed: db waits for good.
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox:latest").unwrap()]);
+        assert_eq!(
+            sup.wait_reason(0),
+            Some(WaitReason::ImageNotImported {
+                image: "busybox".into()
+            })
+        );
+        assert_eq!(sup.wait_reason(2), None, "other images are not held back");
+        // A dependency that exited for good is said to have.
+        if let Some(db) = sup.units.get_mut(0) {
+            db.state = State::Done;
+        }
+        assert_eq!(
+            sup.wait_reason(1),
+            Some(WaitReason::Dependency {
+                name: "db".into(),
+                state: DependencyState::Exited
+            })
+        );
+    }
+
+    #[test]
+    fn a_held_back_restart_waits_without_a_deadline_in_the_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            [[container]]
+            name = "web"
+            image = "other:1"
+            network = "none"
+            depends_on = ["db"]
+            restart = "always"
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        let now = Instant::now();
+        // db's image failed to import; web's restart came due while db is not running.
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox").unwrap()]);
+        sup.set_images_ready();
+        if let Some(web) = sup.units.get_mut(1) {
+            web.state = State::Backoff(now - Duration::from_secs(1));
+        }
+        sup.tick(now);
+        for u in &sup.units {
+            assert!(
+                matches!(u.state, State::Waiting),
+                "{} not waiting",
+                u.name()
+            );
+        }
+        assert_eq!(
+            sup.units[0].waiting.as_ref().map(|w| w.reason.clone()),
+            Some(WaitReason::ImageNotImported {
+                image: "busybox".into()
+            })
+        );
+        // The loop next wakes for the reminders, not at once.
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + crate::waiting::REMIND_EVERY)
+        );
+        assert!(sup.reported_started, "the summary came, naming both");
+    }
+
+    #[test]
+    fn waiting_for_the_images_is_reminded_every_30_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "db"
+            image = "busybox"
+            network = "none"
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        let now = Instant::now();
+        sup.tick(now);
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + crate::waiting::REMIND_EVERY),
+            "the loop wakes for the reminder"
+        );
+        assert!(!sup.reported_started);
+        sup.set_images_ready();
+        sup.set_images_failed(&[berth_imagefs::Reference::parse("busybox").unwrap()]);
+        sup.tick(now + Duration::from_secs(1));
+        assert!(sup.reported_started);
+        assert_eq!(
+            sup.next_deadline(),
+            Some(now + Duration::from_secs(1) + crate::waiting::REMIND_EVERY),
+            "no more images reminder, db's own instead"
+        );
+    }
+
+    #[test]
+    fn each_mirroring_container_gets_an_even_console_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let containers = configs(
+            r#"
+            [[container]]
+            name = "a"
+            image = "x"
+            network = "none"
+            [[container]]
+            name = "b"
+            image = "x"
+            network = "none"
+            [[container]]
+            name = "silent"
+            image = "x"
+            network = "none"
+            log_console = false
+            "#,
+        );
+        let mut sup = scratch_supervisor(dir.path(), &containers);
+        // Two mirror: each may fill half of the budget within one window, not more.
+        let line = "y".repeat(100);
+        for u in &mut sup.units {
+            for _ in 0..200 {
+                u.log.feed(format!("{line}\n").as_bytes());
+            }
+        }
+        let dropped: Vec<u64> = sup.units.iter().map(|u| u.log.dropped_lines()).collect();
+        let per_line = crate::klog::format_container_line(0.0, "a", &line).len();
+        let fits = crate::klog::console_share(2) / per_line;
+        // (Within one window; a slow machine may roll into a second one.)
+        for d in &dropped[..2] {
+            assert!(*d > 0 && *d + 2 * fits as u64 >= 200, "{dropped:?}");
+        }
+        assert_eq!(dropped[2], 0, "log_console = false mirrors nothing");
     }
 }

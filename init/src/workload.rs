@@ -77,6 +77,19 @@ impl RestartPolicy {
     }
 }
 
+/// The config's own spelling, which [`RestartPolicy::parse`] reads back.
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for RestartPolicy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         RestartPolicy::parse(&String::deserialize(d)?).map_err(de::Error::custom)
@@ -479,5 +492,19 @@ mod tests {
         assert!(p.restarts(1, 0) && p.restarts(1, 1) && !p.restarts(1, 2) && !p.restarts(0, 0));
         assert!(RestartPolicy::Always.restarts(0, 1000));
         assert!(!RestartPolicy::No.restarts(1, 0));
+    }
+
+    #[test]
+    fn restart_policies_display_as_written_in_the_config() {
+        for (text, policy) in [
+            ("no", RestartPolicy::No),
+            ("on-failure", RestartPolicy::OnFailure { max: None }),
+            ("on-failure:3", RestartPolicy::OnFailure { max: Some(3) }),
+            ("always", RestartPolicy::Always),
+            ("unless-stopped", RestartPolicy::UnlessStopped),
+        ] {
+            assert_eq!(policy.to_string(), text);
+            assert_eq!(RestartPolicy::parse(text), Ok(policy));
+        }
     }
 }

@@ -162,6 +162,11 @@ fn power_button_shuts_down_in_order_and_qemu_exits() {
         status.success(),
         "QEMU should exit 0 on power-off: {status}"
     );
+    let console = vm.console();
+    assert!(
+        !console.contains("cannot unmount"),
+        "a clean power-off unmounts everything"
+    );
 }
 
 #[test]

@@ -253,4 +253,12 @@ fn containers_start_in_order_restart_log_and_stop() {
         "killed after {:.0} ms",
         web_kill - web_stop
     );
+    // Nothing of the containers' is left holding a filesystem at a clean power-off.
+    let unmount_warnings = lines_with(&stop, "cannot unmount");
+    assert!(unmount_warnings.is_empty(), "{unmount_warnings:?}");
+    // The restart policy reads as written in the config.
+    assert!(
+        console.contains("container crash: exit 3; not restarting (restart = on-failure:4)"),
+        "restart policy in the config's words"
+    );
 }

@@ -76,6 +76,17 @@ fn serve_on_loopback(body: &'static str) -> u16 {
     port
 }
 
+/// A clean power-off leaves no filesystem busy: the store's tmpfs included, which held
+/// the containers' logs and network leases.
+fn assert_clean_unmount(vm: &berth_qemu_tests::Vm) {
+    let console = vm.console();
+    let warnings: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("cannot unmount"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
 #[test]
 fn dhcp_published_port_names_and_nat_to_host_loopback() {
     if !require_qemu() {
@@ -159,6 +170,7 @@ fn dhcp_published_port_names_and_nat_to_host_loopback() {
     assert!(body.starts_with("HTTP/1."), "{body}");
     vm.system_powerdown().unwrap();
     assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
+    assert_clean_unmount(&vm);
 }
 
 #[test]
@@ -181,6 +193,7 @@ fn no_network_device_still_boots_promptly() {
     assert!(!console.contains("netd exited"), "{console}");
     vm.system_powerdown().unwrap();
     assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
+    assert_clean_unmount(&vm);
 }
 
 #[test]
@@ -233,4 +246,5 @@ command = ["sh", "-c", "echo via-static: $(wget -q -O- http://10.0.2.2:{host_por
     );
     vm.system_powerdown().unwrap();
     assert!(vm.wait_exit(Duration::from_secs(60)).unwrap().success());
+    assert_clean_unmount(&vm);
 }

@@ -26,6 +26,17 @@ pub const DEFAULT_CAPS: &[Capability] = &[
     Capability::CAP_SYS_CHROOT,
 ];
 
+/// A capability set's name as capabilities(7) writes it.
+pub fn cap_set_name(set: CapSet) -> &'static str {
+    match set {
+        CapSet::Ambient => "ambient",
+        CapSet::Bounding => "bounding",
+        CapSet::Effective => "effective",
+        CapSet::Inheritable => "inheritable",
+        CapSet::Permitted => "permitted",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("switching to uid {uid}, gid {gid}: {source}")]
@@ -39,7 +50,7 @@ pub enum SecurityError {
         cap: Capability,
         source: caps::errors::CapsError,
     },
-    #[error("setting the {set:?} capability set: {source}")]
+    #[error("setting the {} capability set: {source}", cap_set_name(*.set))]
     SetCaps {
         set: CapSet,
         source: caps::errors::CapsError,
@@ -127,6 +138,20 @@ pub fn become_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capability_sets_are_named_in_words() {
+        assert_eq!(cap_set_name(CapSet::Inheritable), "inheritable");
+        let e = SecurityError::SetCaps {
+            set: CapSet::Effective,
+            source: caps::errors::CapsError::from("denied"),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("setting the effective capability set: "),
+            "{e}"
+        );
+    }
 
     #[test]
     fn default_set_is_within_dockers() {

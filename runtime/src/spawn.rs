@@ -161,6 +161,32 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// A process's wait status as a person reads it: `exit 1`, `killed by SIGKILL`, never
+/// the status's Rust form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStatus(pub WaitStatus);
+
+impl std::fmt::Display for ProcessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            WaitStatus::Exited(_, code) => write!(f, "exit {code}"),
+            WaitStatus::Signaled(_, signal, core) => {
+                write!(f, "killed by {signal}")?;
+                if core {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+            WaitStatus::Stopped(_, signal) => write!(f, "stopped by {signal}"),
+            WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {
+                f.write_str("stopped by its tracer")
+            }
+            WaitStatus::Continued(_) => f.write_str("continued"),
+            WaitStatus::StillAlive => f.write_str("still running"),
+        }
+    }
+}
+
 impl Runtime {
     pub fn container_dir(&self, name: &str) -> PathBuf {
         self.state.join("containers").join(name)
@@ -566,6 +592,32 @@ mod tests {
                 e.to_string().contains("ended before running the program"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn wait_statuses_read_as_words() {
+        use nix::sys::signal::Signal;
+        let pid = Pid::from_raw(80);
+        let read = |status| ProcessStatus(status).to_string();
+        assert_eq!(read(WaitStatus::Exited(pid, 1)), "exit 1");
+        assert_eq!(
+            read(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            "killed by SIGKILL"
+        );
+        assert_eq!(
+            read(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)),
+            "killed by SIGSEGV (core dumped)"
+        );
+        assert_eq!(
+            read(WaitStatus::Stopped(pid, Signal::SIGSTOP)),
+            "stopped by SIGSTOP"
+        );
+        for status in [
+            WaitStatus::Exited(pid, 1),
+            WaitStatus::Signaled(pid, Signal::SIGKILL, false),
+        ] {
+            assert!(!read(status).contains("Pid("), "{}", read(status));
         }
     }
 }
