@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::api::ApiServer;
 use crate::boot_config::LoadError;
 use crate::config::{CmdlineOverrides, HostConfig, CONFIG_PATH};
 use crate::images;
@@ -138,6 +139,7 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         log::error!("container bridge network: {e}");
     }
     let mut supervisor = Supervisor::new(&config.containers, container_runtime(), &bridge);
+    let mut api = ApiServer::start(&config.api, Instant::now());
     let mut importer = Importer::start(config.images.iter().map(|i| i.name.0.clone()).collect());
     if importer.done() {
         if importer.attempts > 0 {
@@ -152,7 +154,10 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
         &mut supervisor,
         &mut importer,
         &mut netd,
+        &mut api,
     );
+    // No API requests while the containers stop.
+    api.stop();
     if !supervisor.is_empty() {
         supervisor.stop_all(Some(&mut signals));
     }
@@ -392,14 +397,20 @@ fn wait_for_request(
     supervisor: &mut Supervisor,
     importer: &mut Importer,
     netd: &mut Netd,
+    api: &mut ApiServer,
 ) -> Action {
     loop {
         netd.tick(Instant::now());
+        api.tick(Instant::now());
         supervisor.tick(Instant::now());
-        let deadline = match (supervisor.next_deadline(), netd.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [
+            supervisor.next_deadline(),
+            netd.next_deadline(),
+            api.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -411,11 +422,18 @@ fn wait_for_request(
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signal_ready, button_events, supervisor_ready, netd_ready) = {
+        let (signal_ready, button_events, supervisor_ready, netd_ready, api_ready) = {
             use std::os::fd::AsFd;
-            let netd_fd = netd.output_fd();
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            fds.extend(netd_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            // Each optional source's place in `fds`, if it is there.
+            let mut at = [None; 2];
+            for (slot, fd) in at.iter_mut().zip([netd.output_fd(), api.poll_fd()]) {
+                if let Some(fd) = fd {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    *slot = Some(fds.len() - 1);
+                }
+            }
+            let [netd_at, api_at] = at;
             let base = fds.len();
             fds.extend(
                 buttons
@@ -438,7 +456,12 @@ fn wait_for_request(
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
                 .collect();
             let signal_ready = events.first().is_some_and(|e| !e.is_empty());
-            let netd_ready = base == 2 && events.get(1).is_some_and(|e| !e.is_empty());
+            let ready_at = |at: Option<usize>| {
+                at.and_then(|i| events.get(i))
+                    .is_some_and(|e| !e.is_empty())
+            };
+            let netd_ready = ready_at(netd_at);
+            let api_ready = ready_at(api_at);
             let button_events = events
                 .get(base..base + buttons.len())
                 .unwrap_or(&[])
@@ -450,8 +473,17 @@ fn wait_for_request(
                 .filter(|(_, e)| !e.is_empty())
                 .map(|((ready, _), _)| *ready)
                 .collect();
-            (signal_ready, button_events, supervisor_ready, netd_ready)
+            (
+                signal_ready,
+                button_events,
+                supervisor_ready,
+                netd_ready,
+                api_ready,
+            )
         };
+        if api_ready {
+            api.on_readable(supervisor);
+        }
         if netd_ready {
             for report in netd.on_output() {
                 match report {
@@ -466,7 +498,7 @@ fn wait_for_request(
         if signal_ready {
             for signal in signals.drain() {
                 match request_for(signal) {
-                    Request::Reap => reap(supervisor, importer, netd),
+                    Request::Reap => reap(supervisor, importer, netd, api),
                     Request::PowerOff => {
                         log::info!("{signal} received: power-off");
                         return Action::PowerOff;
@@ -497,9 +529,17 @@ fn wait_for_request(
     }
 }
 
-fn reap(supervisor: &mut Supervisor, importer: &mut Importer, netd: &mut Netd) {
+fn reap(
+    supervisor: &mut Supervisor,
+    importer: &mut Importer,
+    netd: &mut Netd,
+    api: &mut ApiServer,
+) {
     for (pid, status) in reap_all().exited {
-        if supervisor.on_exit(pid, status) || netd.on_exit(pid, status) {
+        if supervisor.on_exit(pid, status)
+            || netd.on_exit(pid, status)
+            || api.on_exit(pid, status, Instant::now())
+        {
             continue;
         }
         match importer.on_exit(pid, status) {

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_netd::container::Attachment;
 use berth_runtime::spec::Network;
@@ -35,9 +35,12 @@ use nix::unistd::Pid;
 use crate::health::{Health, HealthStatus};
 use crate::logs::{output_pipe, LogSink};
 use crate::reaper::reap_all;
+use crate::registry::ContainerId;
 use crate::signals::Signals;
 use crate::waiting::{DependencyState, Say, Wait, WaitReason};
 use crate::workload::{ContainerConfig, NetworkMode, NETWORK_ONLINE};
+
+mod view;
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -87,6 +90,13 @@ struct Unit {
     waiting: Option<Wait>,
     /// Its image is a baked `[[image]]` whose import failed: it waits for good.
     image_failed: bool,
+    /// What the API shows of it: its id, and when it was created, last started and
+    /// last ended, and how.
+    id: ContainerId,
+    created: SystemTime,
+    started_at: Option<SystemTime>,
+    finished_at: Option<SystemTime>,
+    last_exit: Option<Exit>,
 }
 
 impl Unit {
@@ -187,6 +197,11 @@ impl Supervisor {
                     health: None,
                     waiting: None,
                     image_failed: false,
+                    id: ContainerId::random(),
+                    created: SystemTime::now(),
+                    started_at: None,
+                    finished_at: None,
+                    last_exit: None,
                 }
             })
             .collect();
@@ -486,7 +501,10 @@ impl Supervisor {
     /// process was killed for memory under the container's limit (`status` and
     /// `oom_kills` are the reaped setup process's; `None` when there was none).
     fn after_failed_setup(unit: &mut Unit, reaped: Option<(WaitStatus, u64)>) {
-        Self::after_exit(unit, Exit::failed_setup(reaped), Duration::ZERO);
+        let exit = Exit::failed_setup(reaped);
+        unit.finished_at = Some(SystemTime::now());
+        unit.last_exit = Some(exit);
+        Self::after_exit(unit, exit, Duration::ZERO);
     }
 
     /// Reads a starting container's report; moves it to `Running` once its program
@@ -519,6 +537,7 @@ impl Supervisor {
                     .as_ref()
                     .map(|h| Health::new(h, Instant::now()));
                 unit.state = State::Running(Box::new(start.into_running(stop_signal)));
+                unit.started_at = Some(SystemTime::now());
             }
             Some(Err(e)) => {
                 Self::report_start_error(&mut unit.log, &e);
@@ -608,6 +627,8 @@ impl Supervisor {
         };
         Self::drain_output(unit);
         let exit = Exit::from_wait(status, run.leaf.oom_kills());
+        unit.finished_at = Some(SystemTime::now());
+        unit.last_exit = Some(exit);
         let ran = run.started.elapsed();
         let run = *run;
         if let Err(e) = run.leaf.remove() {
