@@ -227,6 +227,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             for out in &report.manifest.outputs {
                 println!("{}  {}", out.sha256, output.join(&out.name).display());
             }
+            // On stderr with the log, so that stdout stays `sha256sum -c` input.
+            eprintln!(
+                "memory: this image needs about {} MiB (manifest.json memory_mib; berth boot gives at least that)",
+                report.memory.mib
+            );
             log::info!(
                 "built kernel {} with {} modules into {}",
                 report.manifest.kernel_release,

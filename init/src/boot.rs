@@ -59,6 +59,7 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
 
     // Before any mount: containers need a root that pivot_root can leave.
     let switched = if crate::switch_root::root_is_initramfs() {
+        crate::unpack_check::log_check(Path::new("/"));
         Some(crate::switch_root::switch_to_tmpfs_root())
     } else {
         None
@@ -68,9 +69,6 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     crate::klog::quiet_kernel_console(&cmdline);
     log::info!("PID 1 started at {exec_ms:.1} ms; mounts done ({failed_mounts} failed)");
-    if switched.is_some() {
-        crate::unpack_check::log_check(Path::new("/"));
-    }
     match switched {
         Some(Ok(n)) => log::info!(
             "root moved from the initramfs to a tmpfs ({n} entries; PID 1's own binary stays where it runs)"
