@@ -10,7 +10,9 @@
 //! looked up as the runtime looks it up (its `find_executable`: an absolute path, a
 //! path relative to the working directory, or each `PATH` directory; a regular file).
 //!
-//! Lenient where the build cannot see what the guest will: an opaque directory
+//! Lenient where the build cannot see what the guest will: a path at or under one of the
+//! container's `volumes` or `tmpfs` mounts is not checked (the program or
+//! `/etc/passwd` may come from the volume), and an opaque directory
 //! (`trusted.overlay.opaque`, which an unprivileged build cannot read) does not hide
 //! the layers below it, so the check may accept a path the guest lacks, never refuse
 //! one it has.
@@ -197,9 +199,15 @@ pub fn check_container(
             .map(|d| format!("{}/{argv0}", d.trim_end_matches('/')))
             .collect()
     };
+    let mounts: Vec<&str> = spec
+        .volumes
+        .iter()
+        .map(|v| v.target.as_str())
+        .chain(spec.tmpfs.iter().map(String::as_str))
+        .collect();
     let present = candidates
         .iter()
-        .any(|c| view.lookup(c).is_some_and(|(_, m)| m.is_file()));
+        .any(|c| under_mount(c, &mounts) || view.lookup(c).is_some_and(|(_, m)| m.is_file()));
     if !present {
         let looked = if argv0.contains('/') {
             String::new()
@@ -214,6 +222,9 @@ pub fn check_container(
             ),
         });
     }
+    if under_mount("/etc/passwd", &mounts) || under_mount("/etc/group", &mounts) {
+        return Ok(());
+    }
     let passwd = view.read_table("/etc/passwd");
     let group = view.read_table("/etc/group");
     if let Err(e) = process::identity(&proc.user, &passwd, &group) {
@@ -227,6 +238,19 @@ pub fn check_container(
         });
     }
     Ok(())
+}
+
+/// Whether the container path `path` is at or under one of `mounts` (lexically, after
+/// dropping `.` and empty components).
+fn under_mount(path: &str, mounts: &[&str]) -> bool {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_owned)
+            .collect()
+    };
+    let path = parts(path);
+    mounts.iter().any(|m| path.starts_with(&parts(m)))
 }
 
 #[cfg(test)]
@@ -357,6 +381,27 @@ mod tests {
                 problem.message
             );
         }
+    }
+
+    #[test]
+    fn what_a_mount_provides_is_not_checked() {
+        let (_dir, view) = image();
+        for ok in [
+            "command = [\"/opt/bin/tool\"]\nvolumes = [\"/srv/tools:/opt/bin:ro\"]",
+            "command = [\"/scratch/run.sh\"]\ntmpfs = [\"/scratch\"]",
+            "user = \"app\"\nvolumes = [\"/srv/passwd:/etc/passwd:ro\"]",
+            "user = \"app\"\nvolumes = [\"etc:/etc\"]",
+        ] {
+            assert_eq!(check_container(&view, 0, &container(ok)), Ok(()), "{ok}");
+        }
+        // A mount elsewhere does not excuse the image.
+        let problem = check_container(
+            &view,
+            0,
+            &container("user = \"app\"\nvolumes = [\"/srv/etc:/etcetera\"]"),
+        )
+        .unwrap_err();
+        assert_eq!(problem.key, "container[0].user");
     }
 
     #[test]
