@@ -18,6 +18,7 @@
 //! few dozen entries), so it costs well under a millisecond.
 
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,11 @@ impl Record {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub files: u64,
+    /// Their sizes. The kernel sets a file's size before it writes the data, so a file
+    /// whose write failed has its full size here.
     pub bytes: u64,
+    /// The bytes they hold: each file's size or its allocated blocks, the smaller.
+    pub stored: u64,
 }
 
 /// The outcome of the check.
@@ -130,6 +135,8 @@ fn tally(dir: &Path, depth: usize, out: &mut Tally) {
         } else if meta.is_file() {
             out.files = out.files.saturating_add(1);
             out.bytes = out.bytes.saturating_add(meta.len());
+            let allocated = meta.blocks().saturating_mul(512);
+            out.stored = out.stored.saturating_add(meta.len().min(allocated));
         }
     }
 }
@@ -157,7 +164,7 @@ impl fmt::Display for Unpacked {
                 "the initramfs is incomplete (the kernel could not unpack all of it: {} of {} baked image files, {:.1} of {:.1} MiB): give the machine more memory; this image needs about {} MiB (berth boot --memory {})",
                 found.files,
                 record.baked_files,
-                found.bytes as f64 / MIB,
+                found.stored as f64 / MIB,
                 record.baked_bytes as f64 / MIB,
                 record.memory_mib,
                 record.memory_mib
@@ -213,7 +220,11 @@ mod tests {
             outcome,
             Unpacked::Incomplete {
                 record: record(2, 8),
-                found: Tally { files: 2, bytes: 8 }
+                found: Tally {
+                    files: 2,
+                    bytes: 8,
+                    stored: 8
+                }
             }
         );
         let line = outcome.to_string();
@@ -230,13 +241,34 @@ mod tests {
         assert!(matches!(
             check(dir.path()),
             Unpacked::Incomplete {
-                found: Tally { files: 2, bytes: 7 },
+                found: Tally {
+                    files: 2,
+                    bytes: 7,
+                    ..
+                },
                 ..
             }
         ));
         std::fs::remove_file(&blob).unwrap();
         let line = check(dir.path()).to_string();
         assert!(line.contains("1 of 2 baked image files"), "{line}");
+    }
+
+    /// What the kernel leaves when a write fails: the file at its full size (it sizes
+    /// the file first), its data missing. The line counts what is stored.
+    #[test]
+    fn a_file_sized_but_not_written_counts_as_missing_bytes() {
+        let dir = root(false);
+        let blob = dir.path().join("usr/share/berth/images/0/blobs/sha256/big");
+        std::fs::File::create(&blob)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let line = check(dir.path()).to_string();
+        assert!(
+            line.contains("3 of 2 baked image files, 0.0 of 0.0 MiB"),
+            "{line}"
+        );
     }
 
     #[test]
