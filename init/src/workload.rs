@@ -226,7 +226,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ContainerConfig {
     pub name: ContainerName,
-    /// A reference in the store: an `[[image]]` name, or an image imported otherwise.
+    /// A reference in the store: an `[[image]]` name or a digest. `berth build` refuses
+    /// one that no `[[image]]` bakes (the store starts empty at every boot).
     pub image: String,
     /// Replaces the image's Cmd.
     pub command: Option<Vec<String>>,
