@@ -4,8 +4,10 @@
 //! The steps, each with its own error variant: validate the config with the same code PID 1
 //! uses; find and check the init binary ([`crate::initbin`]); fetch or take the kernel
 //! package and unpack it ([`crate::kernel`]); choose the modules and write their index
-//! ([`crate::modules`]); assemble and compress the initramfs ([`crate::initramfs`]); write
-//! the outputs and the manifest ([`crate::manifest`]).
+//! ([`crate::modules`]); import the `[[image]]`s into a scratch store and check each
+//! `[[container]]` against them ([`crate::imagecheck`]); assemble the initramfs, size the
+//! memory it needs ([`crate::memory`]) and compress it ([`crate::initramfs`]); write the
+//! outputs and the manifest ([`crate::manifest`]).
 //!
 //! Outputs depend on the inputs only: nothing reads the clock, the umask, the output path
 //! or the machine. Each output is written to a temp file in the output directory, fsynced
@@ -17,11 +19,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use berth_init::config::{ConfigError, HostConfig};
+use berth_init::unpack_check::{self, Record};
 
+use crate::imagecheck::{self, ImageView};
 use crate::initbin::{self, InitBinaryError};
 use crate::initramfs::{self, InitramfsError, ModuleIndexFiles, ZSTD_LEVEL};
 use crate::kernel::{self, KernelError, PIN};
 use crate::manifest::{FileRecord, Manifest};
+use crate::memory::{self, MemoryNeed};
 use crate::modules::{self, DepNode, ModuleTree, ModulesError};
 
 /// What `berth build` was asked to do.
@@ -75,6 +80,15 @@ pub enum BuildError {
         path: PathBuf,
         message: String,
     },
+    #[error("cannot create a scratch store to check the images: {source}")]
+    ScratchStore { source: std::io::Error },
+    /// A `[[container]]` the images cannot run, found by the build (see `imagecheck`).
+    #[error("{path}: key `{key}`: {message}")]
+    Container {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("cannot fsync output directory {path}: {source}")]
     SyncOutputDir {
         path: PathBuf,
@@ -86,6 +100,10 @@ pub enum BuildError {
 #[derive(Debug, Clone)]
 pub struct BuildReport {
     pub manifest: Manifest,
+    /// The memory the image needs, and why.
+    pub memory: MemoryNeed,
+    /// What the build warns about (a `memory` or `cpus` above what the machine has).
+    pub warnings: Vec<String>,
     /// The modules in the image, by name.
     pub modules: Vec<String>,
 }
@@ -118,7 +136,23 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let helper_path = initbin::locate_helper(&init_path)?;
     let helper = initbin::read_static(&helper_path)?;
 
-    // 3. The kernel package.
+    // 3. The images, imported into one scratch store as the guest's store will hold them
+    // (shared layers once), and the containers checked against them: before the kernel,
+    // so that a mistake is reported at once.
+    let config_dir = opts.config.parent().unwrap_or(Path::new("."));
+    let scratch = tempfile::tempdir().map_err(|source| BuildError::ScratchStore { source })?;
+    for (i, image) in config.images.iter().enumerate() {
+        import_image(
+            i,
+            &config_dir.join(&image.path),
+            &image.name.0,
+            image.select.as_deref(),
+            scratch.path(),
+        )?;
+    }
+    check_containers(&config, &opts.config, scratch.path())?;
+
+    // 4. The kernel package.
     let (deb, deb_name) = match &opts.kernel_deb {
         Some(path) => {
             if opts.kernel_deb_unpinned {
@@ -153,7 +187,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     })?;
     log::info!("kernel {}", tree.release);
 
-    // 4. Modules.
+    // 5. Modules.
     let modtree = ModuleTree::scan(&tree.modules_dir, &tree.release)?;
     let requested: Vec<String> = config
         .kernel
@@ -182,7 +216,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         closure.keys().cloned().collect::<Vec<_>>().join(" ")
     );
 
-    // 5. The initramfs.
+    // 6. The initramfs.
     let mut inputs = vec![
         FileRecord::of(config_name, &config_bytes),
         FileRecord::of("init", &init),
@@ -202,16 +236,42 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
 
     let mut fs =
         initramfs::berth_layout(init, helper, config_bytes, &tree.release, &closure, &index)?;
-    let config_dir = opts.config.parent().unwrap_or(Path::new("."));
     for (i, image) in config.images.iter().enumerate() {
-        bake_image(
-            &mut fs,
-            &mut inputs,
-            i,
-            &config_dir.join(&image.path),
-            &image.name.0,
-        )?;
+        bake_image(&mut fs, &mut inputs, i, &config_dir.join(&image.path))?;
     }
+
+    // The memory need, then the record of what was packed (it carries the need) and the
+    // end marker, the archive's last entry (see `berth_init::unpack_check`).
+    let baked_prefix = berth_init::images::BAKED_DIR.trim_start_matches('/');
+    let record_placeholder = 1; // the record is under a page: it takes one
+    let unpacked = memory::tmpfs_bytes(
+        fs.file_sizes("")
+            .chain([record_placeholder, unpack_check::END_CONTENT.len() as u64]),
+        fs.len() as u64 + 2,
+    );
+    let store_bytes = memory::tree_tmpfs_bytes(scratch.path())
+        .map_err(|source| BuildError::ScratchStore { source })?;
+    let limits: Vec<Option<u64>> = config
+        .containers
+        .iter()
+        .map(|c| c.memory.as_ref().map(|m| m.0))
+        .collect();
+    let need = memory::need(unpacked, store_bytes, &limits);
+    let record = Record {
+        entries: fs.len() as u64 + 2,
+        bytes: fs.file_sizes("").sum(),
+        baked_files: fs.file_sizes(baked_prefix).count() as u64,
+        baked_bytes: fs.file_sizes(baked_prefix).sum(),
+        memory_mib: need.mib,
+    };
+    fs.file(unpack_check::RECORD_PATH, 0o644, record.to_json())?;
+    fs.last_file(unpack_check::END_PATH, unpack_check::END_CONTENT.to_vec())?;
+    log::info!("memory: this image needs about {need}");
+    let warnings = machine_warnings(&config, &need);
+    for w in &warnings {
+        log::warn!("{}: {w}", opts.config.display());
+    }
+
     let cpio = fs.to_cpio()?;
     log::info!(
         "compressing the initramfs ({:.1} MB) with zstd level {ZSTD_LEVEL}",
@@ -220,10 +280,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let image = initramfs::compress(&cpio, ZSTD_LEVEL)?;
     log::info!("initramfs: {:.1} MB", image.len() as f64 / 1e6);
 
-    // 6. Outputs, manifest last.
+    // 7. Outputs, manifest last.
     let manifest = Manifest {
         berth_version: env!("CARGO_PKG_VERSION").to_owned(),
         kernel_release: tree.release.clone(),
+        memory_mib: need.mib,
         inputs,
         outputs: vec![
             FileRecord::of("vmlinuz", &vmlinuz),
@@ -246,29 +307,30 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         })?;
     Ok(BuildReport {
         manifest,
+        memory: need,
+        warnings,
         modules: closure.into_keys().collect(),
     })
 }
 
-/// Checks image `index` by importing it into a scratch store (digests, sizes, diff_ids,
-/// the linux/amd64 pick and the name), then adds its files under
-/// `usr/share/berth/images/` where PID 1's importer looks for them.
-fn bake_image(
-    fs: &mut initramfs::Initramfs,
-    inputs: &mut Vec<FileRecord>,
+/// Checks image `index` by importing it into the scratch store at `scratch` (digests,
+/// sizes, diff_ids, the linux/amd64 pick, the `select`ed image and the name).
+fn import_image(
     index: usize,
     path: &Path,
     name: &berth_imagefs::Reference,
+    select: Option<&str>,
+    scratch: &Path,
 ) -> Result<(), BuildError> {
     let fail = |message: String| BuildError::Image {
         index,
         path: path.to_path_buf(),
         message,
     };
-    let scratch = tempfile::tempdir().map_err(|e| fail(format!("scratch store: {e}")))?;
-    let store = berth_imagefs::Store::open(scratch.path()).map_err(|e| fail(e.to_string()))?;
+    let store = berth_imagefs::Store::open(scratch).map_err(|e| fail(e.to_string()))?;
     let opts = berth_imagefs::ImportOptions {
         name: Some(name.clone()),
+        select: select.map(str::to_owned),
         ..Default::default()
     };
     let report =
@@ -278,6 +340,22 @@ fn bake_image(
         report.name,
         report.layers
     );
+    Ok(())
+}
+
+/// Adds the files of image `index` (imported and checked by [`import_image`]) under
+/// `usr/share/berth/images/`, where PID 1's importer looks for them.
+fn bake_image(
+    fs: &mut initramfs::Initramfs,
+    inputs: &mut Vec<FileRecord>,
+    index: usize,
+    path: &Path,
+) -> Result<(), BuildError> {
+    let fail = |message: String| BuildError::Image {
+        index,
+        path: path.to_path_buf(),
+        message,
+    };
     // The initramfs holds paths relative to its root.
     let base = berth_init::images::BAKED_DIR.trim_start_matches('/');
     let baked = berth_init::images::baked_path(Path::new(base), index, path.is_dir());
@@ -303,6 +381,72 @@ fn bake_image(
         fs.file(&baked, 0o644, bytes)?;
     }
     Ok(())
+}
+
+/// Refuses a `[[container]]` whose image is not baked, or whose program or user the image
+/// lacks (see [`crate::imagecheck`]).
+fn check_containers(config: &HostConfig, path: &Path, scratch: &Path) -> Result<(), BuildError> {
+    let problem = |key: String, message: String| BuildError::Container {
+        path: path.to_path_buf(),
+        key,
+        message,
+    };
+    if config.containers.is_empty() {
+        return Ok(());
+    }
+    let store = berth_imagefs::Store::open(scratch)
+        .map_err(|e| problem("image".into(), format!("scratch store: {e}")))?;
+    let baked: Vec<String> = config.images.iter().map(|i| i.name.0.to_string()).collect();
+    for (i, c) in config.containers.iter().enumerate() {
+        let view = ImageView::open(&store, &c.image)
+            .map_err(|e| problem(format!("container[{i}].image"), e))?
+            .ok_or_else(|| {
+                let known = if baked.is_empty() {
+                    "the config bakes no [[image]]".to_owned()
+                } else {
+                    format!("the baked images are {}", baked.join(", "))
+                };
+                problem(
+                    format!("container[{i}].image"),
+                    format!(
+                        "image {:?} is not baked by any [[image]] ({known}): add an [[image]] with name = {:?}",
+                        c.image, c.image
+                    ),
+                )
+            })?;
+        imagecheck::check_container(&view, i, c).map_err(|p| problem(p.key, p.message))?;
+    }
+    Ok(())
+}
+
+/// How many CPUs `berth boot` gives the machine: QEMU's default, one.
+pub const BOOT_CPUS: u32 = 1;
+
+/// What the build knows of the machine: the memory it sizes (`memory_mib`) and the CPU
+/// count `berth boot` gives by default. A container limit above them is allowed (the
+/// machine may be booted larger) but is likely a mistake: a warning.
+fn machine_warnings(config: &HostConfig, need: &MemoryNeed) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, c) in config.containers.iter().enumerate() {
+        if let Some(m) = &c.memory {
+            if m.0 > need.mib << 20 {
+                out.push(format!(
+                    "key `container[{i}].memory`: {} MiB is more than the {} MiB this image is sized for (memory_mib): boot it with a larger --memory or lower the limit",
+                    m.0 >> 20,
+                    need.mib
+                ));
+            }
+        }
+        if let Some(cpus) = c.cpus {
+            if cpus.0 > BOOT_CPUS * 1000 {
+                out.push(format!(
+                    "key `container[{i}].cpus`: {} is more than the {BOOT_CPUS} CPU berth boot gives the machine: give QEMU more with `berth boot DIR -- -smp N`, or lower it",
+                    f64::from(cpus.0) / 1000.0
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Every entry under `dir`, sorted, as (relative path, is a directory); symlinks and

@@ -7,6 +7,9 @@
 //! │   ├── console   c 5:1 0600        PID 1's stdio, opened before devtmpfs is mounted
 //! │   └── null      c 1:3 0666
 //! ├── etc/berth/host.toml   0644      the config, byte for byte
+//! ├── etc/berth/initramfs.json        what was packed and the memory it needs, and
+//! ├── etc/berth/initramfs.end         the archive's LAST entry: PID 1 checks both
+//! │                                   (`berth_init::unpack_check`)
 //! ├── lib/modules/<release>/
 //! │   ├── kernel/…/*.ko   0644        the selected modules and their dependencies
 //! │   ├── modules.dep                 depmod format, see [`crate::modules`]
@@ -20,7 +23,8 @@
 //! ```
 //!
 //! Every directory is 0755 unless listed, and parent directories precede their children
-//! (path order guarantees it: a parent is a prefix of its child). The cpio archive
+//! (path order guarantees it: a parent is a prefix of its child), except
+//! `initramfs.end`, written after everything else. The cpio archive
 //! ([`crate::cpio`]) is compressed with zstd at [`ZSTD_LEVEL`], single-threaded, with the
 //! content size and a checksum in the frame header: the kernel's `CONFIG_RD_ZSTD`
 //! decompressor reads standard zstd frames (`lib/decompress_unzstd.c`).
@@ -94,10 +98,12 @@ enum Node {
     CharDevice { perm: u32, major: u32, minor: u32 },
 }
 
-/// An initramfs tree being assembled in memory, kept sorted by path.
+/// An initramfs tree being assembled in memory, kept sorted by path, and the one file
+/// written after all of them (see [`Initramfs::last_file`]).
 #[derive(Debug, Clone, Default)]
 pub struct Initramfs {
     entries: BTreeMap<String, Node>,
+    last: Option<(String, Vec<u8>)>,
 }
 
 fn check_path(path: &str) -> Result<(), InitramfsError> {
@@ -178,9 +184,66 @@ impl Initramfs {
         self.insert(path, Node::CharDevice { perm, major, minor })
     }
 
+    /// Sets the archive's last entry, a 0644 file written after every other entry
+    /// whatever its name: the kernel unpacks in order and stops at the first write
+    /// error, so the file exists in the guest only if all of the archive was unpacked.
+    /// Its parent must be a directory of the tree.
+    pub fn last_file(&mut self, path: &str, data: Vec<u8>) -> Result<(), InitramfsError> {
+        check_path(path)?;
+        if self.entries.contains_key(path) || self.last.is_some() {
+            return Err(InitramfsError::Duplicate {
+                path: path.to_owned(),
+            });
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if !matches!(self.entries.get(parent), Some(Node::Dir { .. })) {
+                return Err(InitramfsError::NotADirectory {
+                    path: path.to_owned(),
+                    parent: parent.to_owned(),
+                });
+            }
+        }
+        self.last = Some((path.to_owned(), data));
+        Ok(())
+    }
+
     /// The paths, in archive order.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+        self.entries
+            .keys()
+            .map(String::as_str)
+            .chain(self.last.iter().map(|(p, _)| p.as_str()))
+    }
+
+    /// The regular files under `prefix/` (all of them for `""`), their sizes, in order.
+    pub fn file_sizes<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = u64> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(path, _)| {
+                prefix.is_empty()
+                    || path
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .filter_map(|(_, node)| match node {
+                Node::File { data, .. } => Some(data.len() as u64),
+                _ => None,
+            })
+            .chain(
+                self.last
+                    .iter()
+                    .filter(move |(path, _)| prefix.is_empty() || path.starts_with(prefix))
+                    .map(|(_, data)| data.len() as u64),
+            )
+    }
+
+    /// How many entries the archive holds (the trailer aside).
+    pub fn len(&self) -> usize {
+        self.entries.len() + usize::from(self.last.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The uncompressed newc archive.
@@ -199,6 +262,10 @@ impl Initramfs {
                 ),
             };
             w.entry(path, perm, &kind)
+                .map_err(|source| InitramfsError::Cpio { source })?;
+        }
+        if let Some((path, data)) = &self.last {
+            w.entry(path, 0o644, &EntryKind::File(data))
                 .map_err(|source| InitramfsError::Cpio { source })?;
         }
         w.finish().map_err(|source| InitramfsError::Cpio { source })
@@ -310,6 +377,31 @@ mod tests {
         ));
         assert!(matches!(
             fs.file("etc/x/y", 0o644, vec![]),
+            Err(InitramfsError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn the_last_file_comes_after_every_other_entry() {
+        let mut fs = Initramfs::new();
+        fs.dir("etc/berth", 0o755).unwrap();
+        fs.file("usr/share/big", 0o644, vec![7; 10]).unwrap();
+        fs.last_file("etc/berth/end", b"end".to_vec()).unwrap();
+        let paths: Vec<_> = fs.paths().collect();
+        assert_eq!(paths.last(), Some(&"etc/berth/end"));
+        // In the archive too: its header follows the big file's data.
+        let cpio = fs.to_cpio().unwrap();
+        let find = |needle: &[u8]| cpio.windows(needle.len()).position(|w| w == needle);
+        assert!(find(b"etc/berth/end\0").unwrap() > find(b"usr/share/big\0").unwrap());
+        assert_eq!(fs.len(), 6);
+        assert_eq!(fs.file_sizes("").sum::<u64>(), 13);
+        assert_eq!(fs.file_sizes("usr/share").collect::<Vec<_>>(), [10]);
+        assert_eq!(fs.file_sizes("usr/sha").count(), 0);
+        // One last file, under an existing directory.
+        assert!(fs.last_file("etc/berth/again", vec![]).is_err());
+        let mut other = Initramfs::new();
+        assert!(matches!(
+            other.last_file("nowhere/end", vec![]),
             Err(InitramfsError::NotADirectory { .. })
         ));
     }

@@ -7,6 +7,8 @@
 //! - [`initbin`]: finding the init binary and checking that it is static;
 //! - [`initramfs`] and [`cpio`]: the image layout and the newc archive writer;
 //! - [`manifest`]: the record of inputs and outputs;
+//! - [`memory`]: how much memory the image needs (`memory_mib`);
+//! - [`imagecheck`]: each container's program and user, checked in its baked image;
 //! - [`exec`]: the one runner of external tools (`apt-get`, `dpkg-deb`, QEMU);
 //! - [`hash`]: SHA-256 helpers.
 //!
@@ -22,10 +24,12 @@ pub mod build;
 pub mod cpio;
 pub mod exec;
 pub mod hash;
+pub mod imagecheck;
 pub mod initbin;
 pub mod initramfs;
 pub mod kernel;
 pub mod logger;
 pub mod manifest;
+pub mod memory;
 pub mod modules;
 pub mod run;

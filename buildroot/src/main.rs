@@ -90,6 +90,16 @@ The kernel is the pinned Debian package (see `berth kernel show`), fetched into 
 first use with apt-get and verified by SHA-256. The image carries the modules the config's \
 kernel.modules names, common virtual-hardware drivers, and their dependencies.
 
+Each [[image]] is imported into a scratch store first (digests and sizes checked), and each \
+[[container]] is checked against it: its image must be baked, its program (entrypoint + \
+command, looked up in the image's PATH) and its user must be in the image. A container \
+memory limit above the image's memory, or cpus above the one CPU `berth boot` gives, is a \
+warning.
+
+The build prints how much memory the image needs to unpack and run its baked images, and \
+writes it to manifest.json as memory_mib (docs/config.md, \"How memory is sized\"). On a \
+machine with less, PID 1 says on its first line that the initramfs is incomplete.
+
 The same inputs always give byte-identical outputs.
 
 Examples:
@@ -227,6 +237,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             for out in &report.manifest.outputs {
                 println!("{}  {}", out.sha256, output.join(&out.name).display());
             }
+            // On stderr with the log, so that stdout stays `sha256sum -c` input.
+            eprintln!(
+                "memory: this image needs about {} MiB (manifest.json memory_mib; berth boot gives at least that)",
+                report.memory.mib
+            );
             log::info!(
                 "built kernel {} with {} modules into {}",
                 report.manifest.kernel_release,

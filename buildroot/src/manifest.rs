@@ -4,6 +4,7 @@
 //! {
 //!   "berth_version": "0.1.0",
 //!   "kernel_release": "6.1.0-50-cloud-amd64",
+//!   "memory_mib": 144,
 //!   "inputs": [{"name": "host.toml", "size": 12, "sha256": "…"}, …],
 //!   "outputs": [{"name": "vmlinuz", "size": …, "sha256": "…"}, …]
 //! }
@@ -13,6 +14,8 @@
 //! byte-identical whenever the inputs are. Inputs are listed as: the config (its file
 //! name), the init binary (`init`), the kernel package (its Debian file name), then every
 //! module included, by its path in the image (`lib/modules/<release>/kernel/…`), sorted.
+//! `memory_mib` is the memory the image needs to unpack and run its baked images, computed
+//! by [`crate::memory`]; `berth boot` gives the machine at least that by default.
 
 use serde::Serialize;
 
@@ -42,6 +45,9 @@ impl FileRecord {
 pub struct Manifest {
     pub berth_version: String,
     pub kernel_release: String,
+    /// The memory the image needs to unpack and run its baked images, in MiB (see
+    /// [`crate::memory`]); `berth boot` gives at least this by default.
+    pub memory_mib: u64,
     pub inputs: Vec<FileRecord>,
     pub outputs: Vec<FileRecord>,
 }
@@ -64,6 +70,7 @@ mod tests {
         let m = Manifest {
             berth_version: "0.1.0".into(),
             kernel_release: "6.1.0-t".into(),
+            memory_mib: 144,
             inputs: vec![FileRecord::of("host.toml", b"")],
             outputs: vec![FileRecord::of("vmlinuz", b"abc")],
         };
@@ -73,6 +80,7 @@ mod tests {
             r#"{
   "berth_version": "0.1.0",
   "kernel_release": "6.1.0-t",
+  "memory_mib": 144,
   "inputs": [
     {
       "name": "host.toml",
@@ -92,5 +100,6 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["outputs"][0]["size"], 3);
+        assert_eq!(back["memory_mib"], 144);
     }
 }

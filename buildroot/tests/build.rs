@@ -56,6 +56,11 @@ fn assert_ok(out: &Output) {
 
 /// `cpio -t` of a zstd-compressed newc archive.
 fn cpio_list(image: &[u8]) -> BTreeSet<String> {
+    cpio_names(image).into_iter().collect()
+}
+
+/// The member names of a zstd-compressed newc archive, in archive order.
+fn cpio_names(image: &[u8]) -> Vec<String> {
     let cpio = zstd::decode_all(image).expect("initramfs is one zstd stream");
     let mut child = Command::new("cpio")
         .args(["-t", "--quiet", "-H", "newc"])
@@ -98,14 +103,18 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     let config = work.path().join("host.toml");
     std::fs::write(
         &config,
-        "version = 1\nhostname = \"repro\"\n\n[kernel]\nmodules = [\"dummy\", \"vxlan\"]\n",
+        "version = 1\nhostname = \"repro\"\n\n[kernel]\nmodules = [\"dummy\", \"vxlan\"]\n\n\
+         [[image]]\npath = \"bb\"\nname = \"busybox\"\n\n\
+         [[container]]\nname = \"c\"\nimage = \"busybox\"\n",
     )
     .unwrap();
+    busybox_layout(&work.path().join("bb"), "latest");
     let a = work.path().join("a");
     let b = work.path().join("deeper/and/deeper/b-out");
 
     let init = stand_ins(work.path());
-    assert_ok(&berth_build(&config, &a, "UTC", "022", &init));
+    let first = berth_build(&config, &a, "UTC", "022", &init);
+    assert_ok(&first);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_ok(&berth_build(&config, &b, "Pacific/Chatham", "077", &init));
 
@@ -131,6 +140,10 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
             .collect()
     };
     assert_eq!(names("outputs"), ["vmlinuz", "initramfs.img"]);
+    // The memory need: the baseline, the initramfs twice, at least one container.
+    let memory_mib = m["memory_mib"].as_u64().expect("memory_mib is an integer");
+    assert!((144..1024).contains(&memory_mib), "memory_mib {memory_mib}");
+    assert_eq!(memory_mib % 16, 0);
     let inputs = names("inputs");
     assert_eq!(inputs[0], "host.toml");
     assert_eq!(inputs[1], "init");
@@ -163,6 +176,27 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     assert_eq!(
         cpio_extract(&image, "etc/berth/host.toml"),
         std::fs::read(&config).unwrap()
+    );
+    // The record of what was packed, and the end marker as the archive's last entry.
+    let record: berth_init::unpack_check::Record =
+        serde_json::from_slice(&cpio_extract(&image, "etc/berth/initramfs.json")).unwrap();
+    let names_in_order = cpio_names(&image);
+    assert_eq!(
+        names_in_order.last().map(String::as_str),
+        Some("etc/berth/initramfs.end")
+    );
+    assert_eq!(record.entries, names_in_order.len() as u64);
+    assert_eq!(record.memory_mib, memory_mib);
+    let baked: Vec<&String> = names_in_order
+        .iter()
+        .filter(|n| n.starts_with("usr/share/berth/images/0/blobs/"))
+        .collect();
+    // oci-layout, index.json and the blobs (a directory entry aside).
+    assert_eq!(record.baked_files, baked.len() as u64 - 1 + 2);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains(&format!("this image needs about {memory_mib} MiB")),
+        "{stderr}"
     );
     assert_eq!(cpio_extract(&image, "init"), std::fs::read(&init).unwrap());
     assert_eq!(
@@ -199,6 +233,133 @@ fn same_inputs_give_identical_outputs_and_the_expected_image() {
     let alias =
         String::from_utf8(cpio_extract(&image, &format!("{moddir}/modules.alias"))).unwrap();
     assert!(alias.contains("alias rtnl-link-dummy dummy\n"), "{alias}");
+}
+
+/// A busybox OCI layout at `dir`, its image named `ref_name`.
+fn busybox_layout(dir: &Path, ref_name: &str) {
+    berth_imagefs::build::write_busybox_layout(dir, Path::new(STATIC_ELF), ref_name).unwrap();
+}
+
+/// An OCI layout at `dir` holding two images: busybox (`full`) and a busybox with only
+/// `sh` (`mini`).
+fn two_image_layout(dir: &Path) {
+    use berth_imagefs::build::{busybox_entries, write_oci_layout};
+    let busybox = std::fs::read(STATIC_ELF).unwrap();
+    busybox_layout(dir, "full");
+    let other = dir.with_extension("tmp");
+    let run = berth_imagefs::oci::RunConfig {
+        cmd: Some(vec!["sh".into()]),
+        ..Default::default()
+    };
+    write_oci_layout(&other, &busybox_entries(&busybox, &["sh"]), run, "mini").unwrap();
+    for blob in std::fs::read_dir(other.join("blobs/sha256")).unwrap() {
+        let blob = blob.unwrap();
+        std::fs::copy(blob.path(), dir.join("blobs/sha256").join(blob.file_name())).unwrap();
+    }
+    let index = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("index.json")).unwrap()).unwrap()
+    };
+    let mut merged = index(dir);
+    let second = index(&other)["manifests"][0].clone();
+    merged["manifests"].as_array_mut().unwrap().push(second);
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&merged).unwrap()).unwrap();
+}
+
+#[test]
+fn mistakes_in_images_and_containers_stop_the_build() {
+    let work = tempfile::tempdir().unwrap();
+    let init = stand_ins(work.path());
+    busybox_layout(&work.path().join("bb"), "latest");
+    two_image_layout(&work.path().join("two"));
+    let good = "version = 1\n\n[[image]]\npath = \"bb\"\nname = \"busybox\"\n\n\
+                [[container]]\nname = \"web\"\nimage = \"busybox:latest\"\n\
+                command = [\"httpd\", \"-f\"]\nuser = \"nobody\"\n";
+    let config = work.path().join("host.toml");
+    let build = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = work.path().join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        berth_build(&config, &out, "UTC", "022", &init)
+    };
+    let refused = |text: &str, key: &str, message: &str| {
+        let out = build(text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}\nbuilt:\n{stderr}");
+        assert!(stderr.contains(&format!("key `{key}`")), "{key}: {stderr}");
+        assert!(stderr.contains(message), "{message}: {stderr}");
+        assert!(!work.path().join("out/manifest.json").exists());
+    };
+    let out = build(good);
+    assert_ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning:"));
+
+    refused(
+        &good.replace("image = \"busybox:latest\"", "image = \"nginx:1\""),
+        "container[0].image",
+        "image \"nginx:1\" is not baked by any [[image]] (the baked images are busybox:latest)",
+    );
+    refused(
+        &good.replace("\"httpd\", ", "\"nginx\", "),
+        "container[0].command",
+        "program \"nginx\" is not a file in image busybox:latest",
+    );
+    refused(
+        &good.replace("\"nobody\"", "\"www-data\""),
+        "container[0].user",
+        "user \"www-data\" is not in the image's /etc/passwd",
+    );
+    refused(
+        &good.replace(
+            "\n\n[[container]]",
+            "\n\n[[image]]\npath = \"two\"\nname = \"busybox:latest\"\nselect = \"full\"\n\n[[container]]",
+        ),
+        "image[1].name",
+        "already baked by image[0]",
+    );
+
+    // A layout of two images: `select` picks one, and the selected one is checked.
+    let two = good.replace("path = \"bb\"", "path = \"two\"");
+    let out = build(&two.replace(
+        "name = \"busybox\"\n",
+        "name = \"busybox\"\nselect = \"nope\"\n",
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("[[image]] 0") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+    refused(
+        &two.replace(
+            "name = \"busybox\"\n",
+            "name = \"busybox\"\nselect = \"mini\"\n",
+        ),
+        "container[0].command",
+        "program \"httpd\" is not a file",
+    );
+
+    // The full image selected, with limits above the machine: built, with a warning
+    // naming each key.
+    let out = build(
+        &two.replace(
+            "name = \"busybox\"\n",
+            "name = \"busybox\"\nselect = \"full\"\n",
+        )
+        .replace(
+            "user = \"nobody\"\n",
+            "user = \"nobody\"\nmemory = \"4G\"\ncpus = 2\n",
+        ),
+    );
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("key `container[0].memory`: 4096 MiB is more than the"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("key `container[0].cpus`: 2 is more than the 1 CPU"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -61,6 +61,7 @@ pub fn run(exec_ms: f64) -> Result<Infallible, BootError> {
 
     // Before any mount: containers need a root that pivot_root can leave.
     let switched = if crate::switch_root::root_is_initramfs() {
+        crate::unpack_check::log_check(Path::new("/"));
         Some(crate::switch_root::switch_to_tmpfs_root())
     } else {
         None

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-pub use crate::workload::{check_containers, ContainerConfig, ImageEntry};
+pub use crate::workload::{check_containers, check_images, ContainerConfig, ImageEntry};
 
 /// Where the host's configuration is: read and checked for PID 1 by the helper
 /// ([`crate::boot_config`]), and read by netd and the importer.
@@ -352,20 +352,22 @@ impl HostConfig {
                     message,
                 })?;
         }
-        check_containers(&config.containers).map_err(|e| {
-            // The line of the container's header: `container[1]` of `container[1].memory`.
-            let table = e
-                .key
-                .find(']')
-                .and_then(|end| e.key.get(..=end))
-                .and_then(|table| crate::tomlpath::header_line(text, table));
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line: table,
-                key: e.key,
-                message: e.message,
-            }
-        })?;
+        check_images(&config.images)
+            .and_then(|()| check_containers(&config.containers))
+            .map_err(|e| {
+                // The line of the table's header: `container[1]` of `container[1].memory`.
+                let table = e
+                    .key
+                    .find(']')
+                    .and_then(|end| e.key.get(..=end))
+                    .and_then(|table| crate::tomlpath::header_line(text, table));
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: table,
+                    key: e.key,
+                    message: e.message,
+                }
+            })?;
         Ok(config)
     }
 
@@ -657,6 +659,18 @@ network = "host"
                 "image[0].name",
                 "invalid image name",
             ),
+            (
+                "name = \"busybox\"",
+                "name = \"busybox\"\n\n[[image]]\npath = \"other.oci\"\nname = \"busybox:latest\"",
+                "image[1].name",
+                "\"busybox:latest\" is already baked by image[0]",
+            ),
+            (
+                "name = \"busybox\"",
+                "name = \"busybox\"\nselect = \"\"",
+                "image[0].select",
+                "must name an image of the layout",
+            ),
             // A fault in a table as a whole is placed at its header.
             (
                 "image = \"busybox:latest\"\ncommand",
@@ -683,6 +697,35 @@ network = "host"
                 || err.contains("dependency cycle: web → db → web"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ports_clash_across_address_forms() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "version = 1\n[[container]]\nname = \"a\"\nimage = \"i\"\nports = [{a:?}]\n\
+                 [[container]]\nname = \"b\"\nimage = \"i\"\nports = [{b:?}]\n"
+            )
+        };
+        for (a, b) in [
+            ("8080:80", "127.0.0.1:8080:81"),
+            ("127.0.0.1:8080:81", "8080:80"),
+            ("0.0.0.0:8080:80", "10.0.0.1:8080:80"),
+            ("127.0.0.1:8080:80", "127.0.0.1:8080:81"),
+            ("5353:53/udp", "5353:54/udp"),
+        ] {
+            let err = parse(&two(a, b)).unwrap_err().to_string();
+            assert!(err.contains("key `container[1].ports`"), "{a} {b}: {err}");
+            assert!(err.contains("line 6"), "{a} {b}: {err}");
+            assert!(err.contains("published by container[0]"), "{a} {b}: {err}");
+        }
+        for (a, b) in [
+            ("127.0.0.1:8080:80", "10.0.0.1:8080:80"),
+            ("8080:80", "8080:80/udp"),
+            ("8080:80", "8081:80"),
+        ] {
+            assert!(parse(&two(a, b)).is_ok(), "{a} {b} refused");
+        }
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub fn importer_main() -> i32 {
         let path = baked_path(base, i, baked_path(base, i, true).is_dir());
         let opts = ImportOptions {
             name: Some(image.name.0.clone()),
+            select: image.select.clone(),
             ..ImportOptions::default()
         };
         match import(&store, &path, &opts, &mut |_| {}) {

@@ -4,7 +4,7 @@
 //! (with [`tomlpath`], which names the key at a config fault, and [`boot_config`], PID 1
 //! reading it through the helper),
 //! [`modules`] (with the pure [`modindex`]), [`signals`], [`reaper`], [`power_button`],
-//! [`shutdown`], and [`switch_root`] (leaving the initramfs); [`boot`] runs them in order and then the event loop. The workloads:
+//! [`shutdown`], [`switch_root`] (leaving the initramfs) and [`unpack_check`] (whether the kernel unpacked all of it); [`boot`] runs them in order and then the event loop. The workloads:
 //! [`workload`] (the `[[image]]` and `[[container]]` config), [`images`] (importing baked
 //! images in a child process), [`helper`] (`berth-helper`, the binary of those child processes), [`supervisor`] (starting, restarting and stopping
 //! containers with `berth_runtime`; [`waiting`] says what a held-back one waits for), [`health`] (health checks), [`logs`] (their output) and [`network`] (the netd
@@ -38,5 +38,6 @@ pub mod state_dir;
 pub mod supervisor;
 pub mod switch_root;
 pub mod tomlpath;
+pub mod unpack_check;
 pub mod waiting;
 pub mod workload;

@@ -21,6 +21,35 @@ pub struct ImageEntry {
     pub path: String,
     /// The name it gets in the store.
     pub name: ImageName,
+    /// Which image of a layout holding several: its `org.opencontainers.image.ref.name`
+    /// (the tag an OCI layout gives it, e.g. `"latest"`) or, in a docker-archive, its
+    /// repo tag (`"busybox:latest"`). Without it, such a layout is refused.
+    pub select: Option<String>,
+}
+
+/// Image names baked once each: two `[[image]]`s with one name would import one over
+/// the other at boot. Names are compared as the store writes them (`busybox` is
+/// `busybox:latest`).
+pub fn check_images(images: &[ImageEntry]) -> Result<(), CrossCheckError> {
+    let mut seen = BTreeMap::new();
+    for (i, image) in images.iter().enumerate() {
+        let name = image.name.0.to_string();
+        if let Some(first) = seen.insert(name.clone(), i) {
+            return Err(CrossCheckError {
+                key: format!("image[{i}].name"),
+                message: format!("image name {name:?} is already baked by image[{first}]"),
+            });
+        }
+        if let Some(select) = &image.select {
+            if select.is_empty() || select.contains('\0') {
+                return Err(CrossCheckError {
+                    key: format!("image[{i}].select"),
+                    message: "must name an image of the layout (its ref name or repo tag)".into(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `name[:tag]` as the image store parses it.
@@ -210,7 +239,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ContainerConfig {
     pub name: ContainerName,
-    /// A reference in the store: an `[[image]]` name, or an image imported otherwise.
+    /// A reference in the store: an `[[image]]` name or a digest. `berth build` refuses
+    /// one that no `[[image]]` bakes (the store starts empty at every boot).
     pub image: String,
     /// Replaces the image's Cmd.
     pub command: Option<Vec<String>>,
@@ -319,20 +349,27 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
             );
         }
     }
-    let mut published = BTreeMap::new();
+    // A port published on every address (`"8080:80"`) also takes it on each single
+    // address (`"127.0.0.1:8080:81"`): the second bind would fail at boot.
+    let mut published: Vec<(&PortSpec, usize)> = Vec::new();
     for (i, c) in containers.iter().enumerate() {
         for p in &c.ports {
-            if let Some(other) = published.insert((p.host_ip, p.host_port, p.protocol.as_str()), i)
-            {
+            let clash = published.iter().find(|(q, _)| {
+                q.host_port == p.host_port
+                    && q.protocol == p.protocol
+                    && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+            });
+            if let Some((q, other)) = clash {
                 return err(
                     format!("container[{i}].ports"),
                     format!(
-                        "host port {}/{} is already published by container[{other}]",
-                        p.host_port,
-                        p.protocol.as_str()
+                        "host port {} clashes with {} published by container[{other}]",
+                        port_text(p),
+                        port_text(q),
                     ),
                 );
             }
+            published.push((p, i));
         }
     }
     for (i, c) in containers.iter().enumerate() {
@@ -367,6 +404,14 @@ pub fn check_containers(containers: &[ContainerConfig]) -> Result<(), CrossCheck
         );
     }
     Ok(())
+}
+
+/// `ADDRESS:PORT/PROTO`, or `PORT/PROTO` on every address.
+fn port_text(p: &PortSpec) -> String {
+    match p.host_ip {
+        Some(ip) => format!("{ip}:{}/{}", p.host_port, p.protocol.as_str()),
+        None => format!("{}/{} (every address)", p.host_port, p.protocol.as_str()),
+    }
 }
 
 /// A dependency cycle, as names from its first member back to it.

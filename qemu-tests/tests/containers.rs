@@ -71,12 +71,15 @@ init = true
 healthcheck = { command = ["false"], interval = "200ms", retries = 2 }
 
 # Its setup fails inside its own process (the image has no such user); PID 1 learns
-# it from the sync pipe, reaps the child and applies the restart policy.
+# it from the sync pipe, reaps the child and applies the restart policy. `berth build`
+# refuses a user missing from the image's /etc/passwd, so this one is replaced by a file
+# volume (the config), which the build cannot see into.
 [[container]]
 name = "baduser"
 image = "busybox:latest"
 command = ["true"]
 user = "no-such-user"
+volumes = ["/etc/berth/host.toml:/etc/passwd:ro"]
 restart = "on-failure:1"
 
 # The host's root, as PID 1 left the initramfs: PID 1's helper is there, and PID 1's
