@@ -174,6 +174,18 @@ impl Exec {
         log::info!("running {}", self.line);
         self.command().status().map_err(|e| self.spawn_error(e))
     }
+
+    /// Starts the command after `configure` has set its stdio and hooks, and returns it
+    /// running: the caller waits for it.
+    pub fn spawn(
+        &self,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<std::process::Child, ExecError> {
+        log::info!("running {}", self.line);
+        let mut cmd = self.command();
+        configure(&mut cmd);
+        cmd.spawn().map_err(|e| self.spawn_error(e))
+    }
 }
 
 #[cfg(test)]
