@@ -6,8 +6,12 @@
 /// `KERN_EMERG`: shown whatever the console log level, `quiet` included.
 const PANIC: &str = "Kernel panic - not syncing";
 
-/// The last line of the kernel's panic report; the reset (`panic=`) follows it.
+/// The last line of the kernel's panic report when it halts (`panic=0`).
 const PANIC_END: &str = "---[ end Kernel panic - not syncing";
+
+/// The last line of the kernel's panic report when it resets (`panic=N`), printed just
+/// before it waits N seconds.
+const PANIC_RESET: &str = "Rebooting in ";
 
 /// PID 1's line once the machine is up.
 const READY: &str = "berth: ready";
@@ -20,7 +24,7 @@ const MAX_LINE: usize = 4096;
 pub enum Event {
     /// The kernel panicked; the line, without its timestamp.
     Panic(String),
-    /// The kernel's panic report is complete.
+    /// The kernel's panic report is complete (meaningful only after [`Event::Panic`]).
     PanicEnd,
     /// PID 1 is up.
     Ready,
@@ -58,7 +62,8 @@ impl Scanner {
 pub fn classify(line: &str) -> Option<Event> {
     let line = line.trim_end_matches(['\r', '\n']);
     let text = strip_timestamp(line).trim_start();
-    if text.starts_with(PANIC_END) {
+    let stamped = text.len() < line.len();
+    if text.starts_with(PANIC_END) || (stamped && text.starts_with(PANIC_RESET)) {
         Some(Event::PanicEnd)
     } else if text.starts_with(PANIC) {
         Some(Event::Panic(text.to_owned()))
@@ -114,6 +119,12 @@ mod tests {
             ),
             Some(Event::PanicEnd)
         );
+        assert_eq!(
+            classify("[    4.352950] Rebooting in 1 seconds.."),
+            Some(Event::PanicEnd)
+        );
+        // Only the kernel's line (with its timestamp).
+        assert_eq!(classify("Rebooting in 1 seconds.."), None);
     }
 
     #[test]

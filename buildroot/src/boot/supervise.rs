@@ -1,7 +1,7 @@
 //! Running QEMU under `berth boot` so that it never outlives it.
 //!
 //! - QEMU's child process asks the kernel for SIGKILL when `berth boot` dies
-//!   ([`sys::die_with_parent`]): that covers `kill -9`.
+//!   ([`sys::child_setup`]): that covers `kill -9`.
 //! - SIGTERM, SIGINT and SIGHUP are read from a signalfd, never acted on in a handler:
 //!   SIGTERM presses the guest's power button over berth's private QMP socket and
 //!   escalates to SIGTERM of QEMU after the stop timeout, then SIGKILL one second later;
@@ -199,8 +199,8 @@ pub fn run(
     for s in HANDLED {
         mask.add(s);
     }
-    // Blocked before QEMU starts, so that no signal or exit is missed; the child's mask
-    // is reset before exec by std.
+    // Blocked before QEMU starts, so that no signal or exit is missed; the child
+    // unblocks them before exec (`sys::child_setup`).
     mask.thread_block().map_err(SuperviseError::BlockSignals)?;
     let _unblock = Unblock(mask);
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
@@ -214,7 +214,7 @@ pub fn run(
                 cmd.stdin(Stdio::null());
             }
             cmd.stdout(Stdio::piped());
-            sys::die_with_parent(cmd);
+            sys::child_setup(cmd);
         })
         .map_err(SuperviseError::Spawn)?;
     let mut qemu = Qemu {
