@@ -229,6 +229,7 @@ pub fn run(
         );
     }
     let mut out = Output {
+        sink: std::io::stdout(),
         scanner: Scanner::default(),
         hint: mode == Mode::Interactive,
         broken: None,
@@ -317,7 +318,9 @@ impl Drop for Unblock {
 }
 
 /// The console's way out: stdout, with the scan of what passes.
-struct Output {
+struct Output<W> {
+    /// stdout, or a buffer in tests.
+    sink: W,
     scanner: Scanner,
     /// Repeat the quit hint after ready lines.
     hint: bool,
@@ -330,7 +333,7 @@ struct Output {
     panic: Option<(String, Option<Event>)>,
 }
 
-impl Output {
+impl<W: Write> Output<W> {
     /// Copies what the pipe has now; false at its end.
     fn drain(&mut self, pipe: &mut impl Read) -> bool {
         let mut buf = [0u8; 8192];
@@ -383,8 +386,7 @@ impl Output {
         if bytes.is_empty() || self.failed {
             return;
         }
-        let mut stdout = std::io::stdout().lock();
-        if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if let Err(e) = self.sink.write_all(bytes).and_then(|()| self.sink.flush()) {
             let sig = if e.kind() == ErrorKind::BrokenPipe {
                 Signal::SIGPIPE
             } else {
@@ -394,5 +396,75 @@ impl Output {
             self.failed = true;
             self.broken = Some(sig);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(hint: bool) -> Output<Vec<u8>> {
+        Output {
+            sink: Vec::new(),
+            scanner: Scanner::default(),
+            hint,
+            broken: None,
+            failed: false,
+            panic: None,
+        }
+    }
+
+    #[test]
+    fn the_quit_hint_follows_ready_on_interactive_consoles_only() {
+        let mut out = output(true);
+        out.pass(b"[  12.0 ms] berth: hostname: x\r\n[ 1523.4 ms] berth: rea");
+        out.pass(b"dy in 3.0 ms\r\nlogin$ ");
+        assert_eq!(
+            String::from_utf8(out.sink).unwrap(),
+            format!(
+                "[  12.0 ms] berth: hostname: x\r\n[ 1523.4 ms] berth: ready in 3.0 ms\r\n{QUIT_HINT}login$ "
+            )
+        );
+        let mut out = output(false);
+        out.pass(b"[ 1523.4 ms] berth: ready in 3.0 ms\r\n");
+        assert_eq!(out.sink, b"[ 1523.4 ms] berth: ready in 3.0 ms\r\n");
+    }
+
+    #[test]
+    fn a_panic_asks_for_a_stop_once_and_its_end_at_once() {
+        let mut out = output(false);
+        out.pass(b"[ 4.3] Kernel panic - not syncing: VFS: Unable to mount root fs\n");
+        assert_eq!(out.take_panic_event(), Some(Event::Panic(String::new())));
+        assert_eq!(out.take_panic_event(), None);
+        out.pass(b"[ 4.4] Kernel panic - not syncing: again\n[ 4.5] Rebooting in 1 seconds..\n");
+        assert_eq!(out.take_panic_event(), Some(Event::PanicEnd));
+        assert_eq!(
+            out.panic.map(|(line, _)| line).as_deref(),
+            Some("Kernel panic - not syncing: VFS: Unable to mount root fs")
+        );
+    }
+
+    #[test]
+    fn a_closed_output_is_reported_as_sigpipe_and_the_rest_dropped() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Output {
+            sink: Closed,
+            scanner: Scanner::default(),
+            hint: false,
+            broken: None,
+            failed: false,
+            panic: None,
+        };
+        out.pass(b"SeaBIOS\n");
+        assert_eq!(out.broken, Some(Signal::SIGPIPE));
+        assert!(out.failed);
     }
 }
