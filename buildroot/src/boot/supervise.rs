@@ -243,9 +243,9 @@ pub fn run(
         stop_timeout,
     };
     let mut signal = None;
-    loop {
-        if qemu.status.is_some() && console.is_none() {
-            break;
+    let status = loop {
+        if let (Some(status), None) = (qemu.status, &console) {
+            break status;
         }
         let timeout = if qemu.status.is_some() {
             // QEMU is gone; only the rest of its output is left to read.
@@ -297,10 +297,7 @@ pub fn run(
         }
         qemu.try_reap()?;
         stopping.tick(&qemu);
-    }
-    let status = qemu.status.take().ok_or_else(|| {
-        SuperviseError::Wait(std::io::Error::new(ErrorKind::Other, "qemu not reaped"))
-    })?;
+    };
     Ok(Outcome {
         status,
         signal,
