@@ -285,6 +285,71 @@ fn in_the_background_of_a_terminal_the_console_is_printed_and_the_terminal_untou
     assert_eq!(after.input_flags, before.input_flags);
 }
 
+/// In the foreground of a terminal QEMU gets the keyboard (raw mode), the quit hint
+/// follows ready, and the terminal's modes come back even when QEMU is killed and
+/// cannot restore them itself.
+#[test]
+fn in_the_foreground_the_terminal_is_restored_after_qemu_is_killed() {
+    if !qemu_present() {
+        return;
+    }
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let before = tcgetattr(&pty.slave).unwrap();
+    let port = free_port();
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    // setsid -c: berth boot leads a new session whose controlling terminal is the pty,
+    // in its foreground process group.
+    let mut child = Command::new("setsid")
+        .args(["-c", BERTH, "boot"])
+        .arg(shared_image())
+        .arg("-p")
+        .arg(format!("{port}:80"))
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+    let reader = Arc::clone(&screen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reader
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let text = screen.lock().unwrap().clone();
+        if let Some(at) = text.find("berth: ready") {
+            if text[at..].contains("ctrl-a x quits QEMU") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ready and hint:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let qemu = started_qemu(port);
+    let during = tcgetattr(&pty.slave).unwrap();
+    assert!(
+        !during.local_flags.contains(LocalFlags::ICANON),
+        "QEMU did not get the keyboard"
+    );
+    kill(Pid::from_raw(qemu as i32), Signal::SIGKILL).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{status}");
+    let after = tcgetattr(&pty.slave).unwrap();
+    assert_eq!(after.local_flags, before.local_flags);
+    assert_eq!(after.input_flags, before.input_flags);
+}
+
 /// Bytes that are no archive of any kind, the same on every run.
 fn junk(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
