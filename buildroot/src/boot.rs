@@ -88,7 +88,9 @@ pub struct BootOptions {
 pub enum BootError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("--memory {asked} MiB is more than this machine's {host} MiB")]
+    #[error(
+        "guest memory {asked} MiB is more than this machine's {host} MiB: give a smaller --memory"
+    )]
     MemoryAboveHost { asked: u64, host: u64 },
     #[error("cannot create a directory for berth's QMP socket: {0}")]
     ControlDir(std::io::Error),
