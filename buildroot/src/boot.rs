@@ -1,59 +1,70 @@
-//! `berth boot`: run a built image in QEMU with the serial console on the terminal.
+//! `berth boot`: run a built image in QEMU with the serial console on this terminal, as a
+//! well-behaved process of a test pipeline.
 //!
-//! The command line is built by the pure [`qemu_command`]. Exit status:
-//! - the guest powers off → QEMU exits 0 → `berth boot` exits 0;
-//! - the guest kernel panics → the pvpanic device tells QEMU, and
-//!   `-action panic=exit-failure` (QEMU ≥ 7.1; Debian bookworm has 7.2) makes QEMU exit 1
-//!   at once. `-device pvpanic` is the ISA device, which the guest finds through ACPI
-//!   (`QEMU0001`) and drives with `pvpanic_mmio`, one of the default modules that PID 1
-//!   loads at coldplug.
+//! The work is divided as follows:
+//! - [`image`]: the files are checked against `manifest.json` before anything starts,
+//!   and the memory the build says the image needs is read from it;
+//! - [`memory`]: `--memory` values and the default;
+//! - [`command`]: the QEMU command line, a pure function of the options;
+//! - [`terminal`]: whether QEMU gets the terminal (only in its foreground process group);
+//! - [`supervise`]: QEMU runs as a child that dies with `berth boot`, its console passes
+//!   through a pipe and is scanned ([`console`]), and signals stop it in order;
+//! - [`qmp`]: the power button, pressed over berth's private QMP socket.
 //!
-//! A panic *before* that driver is bound (e.g. `/init` cannot be executed) cannot reach
-//! QEMU; the kernel then halts (its default `panic=0` waits forever) and QEMU keeps running
-//! until killed, so wrap unattended runs in `timeout`. berth does not pass `panic=-1`:
-//! the kernel would reboot, and a reboot is indistinguishable from success to QEMU with
-//! `-no-reboot`, or loops forever without it.
+//! Exit status:
+//! - the guest powers off → QEMU exits 0 → 0;
+//! - the guest kernel panics → 1 with the panic line. `panic=1` on the kernel command
+//!   line makes the kernel reset the machine one second after a panic instead of halting
+//!   forever, and `berth boot` stops QEMU as soon as it has read the panic report from the
+//!   console, so this holds before PID 1 runs (a corrupt initramfs, a missing `/init`).
+//!   Once PID 1 has loaded the pvpanic driver, QEMU's `-action panic=exit-failure` also
+//!   ends QEMU by itself;
+//! - `berth boot` got SIGTERM, SIGINT or SIGHUP, or its output was closed → QEMU is
+//!   stopped, and 128 + the signal's number (143, 130, 129, 141 for SIGPIPE);
+//! - QEMU failed → 1.
+//!
+//! A guest reboot (ctrl-alt-del, `reboot` in the guest) restarts the guest inside the same
+//! QEMU, as on a real machine: `berth boot` keeps running, with the same forwarded ports
+//! and QMP sockets.
 //!
 //! TCG is the default accelerator: KVM is faster but not available (or not reliable) on
 //! every build machine; `--accel kvm` asks for it.
 
+pub mod command;
+pub mod console;
+pub mod image;
+pub mod memory;
+pub mod qmp;
+pub mod supervise;
+mod sys;
+pub mod terminal;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::time::Duration;
 
-use crate::exec::{Exec, ExecError};
+pub use command::{qemu_command, Accel, Publish};
+pub use memory::MemoryMib;
 
-/// The QEMU accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Accel {
-    /// Software emulation: works everywhere, slower.
-    #[default]
-    Tcg,
-    /// Hardware virtualisation through /dev/kvm.
-    Kvm,
-}
-
-impl Accel {
-    fn as_str(self) -> &'static str {
-        match self {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        }
-    }
-}
-
-/// The default guest memory, MiB.
-pub const DEFAULT_MEMORY_MB: u32 = 256;
+use crate::exec::ExecError;
+use image::ImageError;
+use supervise::SuperviseError;
+use terminal::Mode;
 
 /// The default QEMU binary.
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
+
+/// The default time between the power button and stopping QEMU, on SIGTERM.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 3;
 
 /// What `berth boot` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
     /// The `berth build` output directory.
     pub dir: PathBuf,
-    pub memory_mb: u32,
+    /// Guest memory; `None`: the default, raised to what the build needs.
+    pub memory: Option<MemoryMib>,
     pub accel: Accel,
     /// Extra kernel command-line parameters.
     pub append: Option<String>,
@@ -62,209 +73,115 @@ pub struct BootOptions {
     pub publish: Vec<Publish>,
     /// No network device at all (`-nic none`).
     pub no_network: bool,
+    /// A QMP socket for the user, beside berth's own.
+    pub qmp: Option<PathBuf>,
+    /// Show the kernel's boot messages (no `quiet`).
+    pub kernel_chatter: bool,
+    /// On SIGTERM, how long the guest has to power off before QEMU is stopped.
+    pub stop_timeout: Duration,
     /// Extra QEMU arguments, appended last.
     pub extra: Vec<OsString>,
-}
-
-/// A port forwarded from this machine into the guest, `-p [IP:]HOST:GUEST[/udp]`: the
-/// same syntax as a container's `ports`, so `container_port` is the guest's port here.
-pub use berth_netd::config::PortSpec as Publish;
-
-/// The `hostfwd=` rule for QEMU's `-nic user`; no address listens on every one, as
-/// `docker run -p` does.
-fn hostfwd(p: &Publish) -> String {
-    format!(
-        "hostfwd={}:{}:{}-:{}",
-        p.protocol.as_str(),
-        p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        p.host_port,
-        p.container_port
-    )
-}
-
-/// The `-nic` argument: a virtio NIC on QEMU's user network with the forwards.
-fn nic(opts: &BootOptions) -> String {
-    if opts.no_network {
-        return "none".into();
-    }
-    let mut nic = String::from("user,model=virtio-net-pci");
-    for p in &opts.publish {
-        nic.push(',');
-        nic.push_str(&hostfwd(p));
-    }
-    nic
 }
 
 /// Why a boot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{path} not found: build the image first with `berth build CONFIG.toml -o {}`", dir.display())]
-    MissingImage { path: PathBuf, dir: PathBuf },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(
+        "guest memory {asked} MiB is more than this machine's {host} MiB: give a smaller --memory"
+    )]
+    MemoryAboveHost { asked: u64, host: u64 },
+    #[error("cannot create a directory for berth's QMP socket: {0}")]
+    ControlDir(std::io::Error),
     #[error("{qemu} is not installed: run `make deps` or `apt-get install qemu-system-x86`")]
     QemuMissing { qemu: String, source: ExecError },
     #[error(transparent)]
-    Run(ExecError),
-    #[error("qemu exited with {status}: the guest kernel panicked (reported by pvpanic), or qemu itself failed; see the output above")]
+    Run(SuperviseError),
+    #[error("the guest kernel panicked: {line}")]
+    GuestPanicked { line: String },
+    #[error("qemu exited with {status}: qemu itself failed, or the guest kernel panicked (reported by pvpanic); see the output above")]
     GuestFailed { status: ExitStatus },
 }
 
-/// The QEMU command line for `opts`.
-pub fn qemu_command(opts: &BootOptions) -> Exec {
-    let mut append = String::from("console=ttyS0");
-    if let Some(extra) = opts
-        .append
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-    {
-        append.push(' ');
-        append.push_str(extra);
+/// Boots the image in `opts.dir` and returns `berth boot`'s exit code once QEMU has
+/// exited: 0 after a power-off, 128 + N when signal N stopped it.
+pub fn boot(opts: &BootOptions) -> Result<u8, BootError> {
+    let built = image::check(&opts.dir)?;
+    let needed = built.as_ref().and_then(|b| b.memory_mib);
+    let (memory_mib, short) = memory::choose(opts.memory, needed);
+    if let Some(need) = short {
+        log::warn!(
+            "--memory {memory_mib} MiB is below the {need} MiB this image needs (memory_mib in manifest.json): \
+             its initramfs may not unpack or its baked images may not import"
+        );
     }
-    Exec::new(opts.qemu.as_os_str())
-        .args(["-accel", opts.accel.as_str()])
-        .arg("-m")
-        .arg(opts.memory_mb.to_string())
-        .arg("-nographic")
-        .arg("-kernel")
-        .arg(opts.dir.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(opts.dir.join("initramfs.img"))
-        .arg("-append")
-        .arg(append)
-        .args(["-device", "pvpanic", "-action", "panic=exit-failure"])
-        .arg("-nic")
-        .arg(nic(opts))
-        .args(opts.extra.iter().cloned())
-}
-
-/// Boots the image in `opts.dir`; returns when QEMU exits.
-pub fn boot(opts: &BootOptions) -> Result<(), BootError> {
-    for name in ["vmlinuz", "initramfs.img"] {
-        let path = opts.dir.join(name);
-        if !path.is_file() {
-            return Err(BootError::MissingImage {
-                path,
-                dir: opts.dir.clone(),
-            });
-        }
+    if let Some(host) = memory::host_mib().filter(|&host| memory_mib > host) {
+        return Err(BootError::MemoryAboveHost {
+            asked: memory_mib,
+            host,
+        });
     }
-    let status = qemu_command(opts).interactive().map_err(|e| match e {
-        ExecError::NotFound { .. } => BootError::QemuMissing {
+    let control_dir = tempfile::Builder::new()
+        .prefix("berth-boot-")
+        .tempdir()
+        .map_err(BootError::ControlDir)?;
+    let control = control_dir.path().join("qmp.sock");
+    let exec = qemu_command(opts, memory_mib, &control);
+    let mode = terminal::current_mode();
+    match mode {
+        Mode::Interactive => log::info!("console on this terminal; ctrl-a x quits QEMU"),
+        Mode::Background => log::info!(
+            "not in the terminal's foreground process group: the console is printed here \
+             but input is not read; stop the guest with SIGTERM (power button) or SIGINT"
+        ),
+        Mode::NotATerminal => {}
+    }
+    // QEMU restores the terminal when it exits normally, not when it is killed.
+    let restore = (mode == Mode::Interactive).then(terminal::Restore::save);
+    let outcome = supervise::run(&exec, mode, &control, opts.stop_timeout);
+    drop(restore);
+    let outcome = outcome.map_err(|e| match e {
+        SuperviseError::Spawn(e @ ExecError::NotFound { .. }) => BootError::QemuMissing {
             qemu: opts.qemu.display().to_string(),
             source: e,
         },
         other => BootError::Run(other),
     })?;
-    if status.success() {
-        Ok(())
+    if let Some(line) = outcome.panic {
+        return Err(BootError::GuestPanicked { line });
+    }
+    if let Some(sig) = outcome.signal {
+        log::info!("stopped by {sig}; qemu exited with {}", outcome.status);
+        return Ok(128u8.saturating_add(sig as i32 as u8));
+    }
+    if outcome.status.success() {
+        Ok(0)
     } else {
-        Err(BootError::GuestFailed { status })
+        Err(BootError::GuestFailed {
+            status: outcome.status,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn opts() -> BootOptions {
+    pub(crate) fn opts() -> BootOptions {
         BootOptions {
             dir: PathBuf::from("out"),
-            memory_mb: DEFAULT_MEMORY_MB,
+            memory: None,
             accel: Accel::default(),
             append: None,
             qemu: PathBuf::from(DEFAULT_QEMU),
             publish: Vec::new(),
             no_network: false,
+            qmp: None,
+            kernel_chatter: false,
+            stop_timeout: Duration::from_secs(DEFAULT_STOP_TIMEOUT_SECS),
             extra: Vec::new(),
         }
-    }
-
-    fn args(e: &Exec) -> Vec<String> {
-        e.command_line()
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn default_command() {
-        let e = qemu_command(&opts());
-        assert_eq!(e.command_line().program, "qemu-system-x86_64");
-        assert_eq!(
-            args(&e),
-            [
-                "-accel",
-                "tcg",
-                "-m",
-                "256",
-                "-nographic",
-                "-kernel",
-                "out/vmlinuz",
-                "-initrd",
-                "out/initramfs.img",
-                "-append",
-                "console=ttyS0",
-                "-device",
-                "pvpanic",
-                "-action",
-                "panic=exit-failure",
-                "-nic",
-                "user,model=virtio-net-pci"
-            ]
-        );
-    }
-
-    #[test]
-    fn published_ports_become_hostfwd_rules() {
-        let o = BootOptions {
-            publish: ["8080:80", "127.0.0.1:5353:53/udp"]
-                .iter()
-                .map(|p| p.parse().unwrap())
-                .collect(),
-            ..opts()
-        };
-        let a = args(&qemu_command(&o));
-        let i = a.iter().position(|x| x == "-nic").unwrap();
-        assert_eq!(
-            a[i + 1],
-            "user,model=virtio-net-pci,hostfwd=tcp::8080-:80,hostfwd=udp:127.0.0.1:5353-:53"
-        );
-        let none = BootOptions {
-            no_network: true,
-            ..opts()
-        };
-        let a = args(&qemu_command(&none));
-        assert!(a.windows(2).any(|w| w == ["-nic", "none"]), "{a:?}");
-        for bad in [
-            "80",
-            "0:80",
-            "8080:80/sctp",
-            "a:1:2",
-            "8080:80,hostfwd=tcp::22-:22",
-            "1:2:3:4",
-        ] {
-            assert!(bad.parse::<Publish>().is_err(), "{bad} parsed");
-        }
-    }
-
-    #[test]
-    fn options_reach_the_command() {
-        let o = BootOptions {
-            memory_mb: 512,
-            accel: Accel::Kvm,
-            append: Some(" berth.hostname=vm1 quiet ".into()),
-            qemu: PathBuf::from("/opt/qemu/bin/qemu-system-x86_64"),
-            extra: vec!["-smp".into(), "2".into()],
-            ..opts()
-        };
-        let e = qemu_command(&o);
-        let a = args(&e);
-        assert_eq!(e.command_line().program, "/opt/qemu/bin/qemu-system-x86_64");
-        assert_eq!(&a[..4], ["-accel", "kvm", "-m", "512"]);
-        let i = a.iter().position(|x| x == "-append").unwrap();
-        assert_eq!(a[i + 1], "console=ttyS0 berth.hostname=vm1 quiet");
-        assert_eq!(&a[a.len() - 2..], ["-smp", "2"]);
     }
 
     #[test]
@@ -274,7 +191,10 @@ mod tests {
             dir: dir.path().to_owned(),
             ..opts()
         };
-        assert!(matches!(boot(&o), Err(BootError::MissingImage { .. })));
+        assert!(matches!(
+            boot(&o),
+            Err(BootError::Image(ImageError::Missing { .. }))
+        ));
         std::fs::write(dir.path().join("vmlinuz"), b"").unwrap();
         std::fs::write(dir.path().join("initramfs.img"), b"").unwrap();
         let o = BootOptions {
@@ -285,6 +205,26 @@ mod tests {
         assert!(matches!(err, BootError::QemuMissing { .. }), "{err:?}");
         assert!(
             err.to_string().contains("apt-get install qemu-system-x86"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memory_above_the_host_is_refused_before_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), b"").unwrap();
+        std::fs::write(dir.path().join("initramfs.img"), b"").unwrap();
+        let host = memory::host_mib().unwrap();
+        let o = BootOptions {
+            dir: dir.path().to_owned(),
+            memory: Some(MemoryMib(host + 1)),
+            qemu: PathBuf::from("berth-no-such-qemu"),
+            ..opts()
+        };
+        let err = boot(&o).unwrap_err();
+        assert!(matches!(err, BootError::MemoryAboveHost { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("more than this machine's"),
             "{err}"
         );
     }

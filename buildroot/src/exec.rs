@@ -168,11 +168,16 @@ impl Exec {
         Ok(out.stdout)
     }
 
-    /// Runs the command with the terminal (stdin, stdout, stderr inherited) and returns its
-    /// exit status, whatever it is: the caller decides what a status means.
-    pub fn interactive(&self) -> Result<ExitStatus, ExecError> {
+    /// Starts the command after `configure` has set its stdio and hooks, and returns it
+    /// running: the caller waits for it.
+    pub fn spawn(
+        &self,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<std::process::Child, ExecError> {
         log::info!("running {}", self.line);
-        self.command().status().map_err(|e| self.spawn_error(e))
+        let mut cmd = self.command();
+        configure(&mut cmd);
+        cmd.spawn().map_err(|e| self.spawn_error(e))
     }
 }
 

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use berth_buildroot::boot::{self, Accel, BootOptions};
 use berth_buildroot::build::{self, BuildOptions};
@@ -125,16 +126,37 @@ Examples:
     },
     /// Boot a built image in QEMU with the serial console on this terminal.
     #[command(
-        after_help = "Exits 0 when the guest powers off, non-zero when its kernel panics \
-(reported through a pvpanic device once PID 1 has loaded its driver) or QEMU fails. Quit \
-QEMU by hand with Ctrl-A X.
+        after_help = "Before QEMU starts, vmlinuz and initramfs.img are checked against the \
+manifest.json beside them (size and sha256; a mismatch is refused, naming the file). The \
+guest gets the larger of 256 MiB and the memory the build says the image needs \
+(memory_mib in manifest.json); an explicit --memory below that need is a warning.
+
+The kernel boots with `quiet` (its own messages stay off the console until PID 1 \
+speaks); --verbose shows them all. `panic=1` makes a kernel panic, even before PID 1 \
+runs, end QEMU: berth boot exits 1 and quotes the panic line.
+
+The console: in the terminal's foreground, QEMU takes the keyboard (ctrl-a x quits \
+QEMU, repeated after `berth: ready`). In the background (`cmd &`, or under `timeout`) \
+QEMU does not get the terminal, which is never put in raw mode: the console is printed, \
+input is not read. With stdin not a terminal, QEMU reads it as console input.
+
+Stopping: QEMU never outlives berth boot, even after `kill -9` of berth. SIGTERM \
+presses the guest's ACPI power button (a clean power-off by PID 1); if QEMU is still \
+running after --stop-timeout, it is stopped (SIGTERM, then SIGKILL a second later). \
+SIGINT, SIGHUP and a closed output (SIGPIPE) stop QEMU at once. Forwarded ports are free \
+again when berth boot exits.
+
+Exit status: 0 when the guest powers off; 1 when its kernel panics, the image is refused \
+or QEMU fails; 128+N after signal N (143 SIGTERM, 130 SIGINT, 129 SIGHUP, 141 SIGPIPE). \
+A guest reboot (ctrl-alt-del) restarts the guest in the same QEMU; berth boot goes on.
 
 Examples:
   berth boot out/
-  berth boot out/ --append 'berth.hostname=test loglevel=7'
-  timeout 60 berth boot out/ --memory 512 -- -smp 2
+  berth boot out/ --verbose --append 'berth.hostname=test'
+  timeout 600 berth boot out/ --memory 1G -- -smp 2
   berth boot out/ -p 8080:80          # http://localhost:8080 reaches the guest's port 80
   berth boot out/ -p 127.0.0.1:5353:53/udp
+  berth boot out/ --qmp /tmp/vm.qmp & # then: kill -TERM $! powers the guest off
 
 The guest gets a virtio NIC on QEMU's user network (DHCP gives it 10.0.2.15; this \
 machine is 10.0.2.2 to it). A published guest port is usually a container's published \
@@ -143,13 +165,14 @@ port (`ports = [\"80:80\"]` in its [[container]])."
     Boot {
         /// The directory `berth build` wrote.
         dir: PathBuf,
-        /// Guest memory in MiB.
-        #[arg(long, value_name = "MB", default_value_t = boot::DEFAULT_MEMORY_MB)]
-        memory: u32,
+        /// Guest memory: MiB, or a size with M or G (512, 512M, 1G); at least 64.
+        /// Default: 256, or what the image needs if more (manifest.json's memory_mib).
+        #[arg(long, value_name = "SIZE")]
+        memory: Option<boot::MemoryMib>,
         /// QEMU accelerator; kvm needs /dev/kvm.
         #[arg(long, value_enum, default_value_t = Accel::Tcg)]
         accel: Accel,
-        /// Extra kernel command-line parameters (after console=ttyS0).
+        /// Extra kernel command-line parameters (after berth's own, so they win).
         #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
         append: Option<String>,
         /// The QEMU binary.
@@ -161,6 +184,13 @@ port (`ports = [\"80:80\"]` in its [[container]])."
         /// Boot without a network device.
         #[arg(long, conflicts_with = "publish")]
         no_network: bool,
+        /// Also serve QMP (QEMU's JSON control protocol) on a unix socket at PATH, for
+        /// your own tools; berth keeps a private one for the power button.
+        #[arg(long, value_name = "PATH")]
+        qmp: Option<PathBuf>,
+        /// On SIGTERM, seconds the guest has to power off before QEMU is stopped.
+        #[arg(long, value_name = "SECONDS", default_value_t = boot::DEFAULT_STOP_TIMEOUT_SECS)]
+        stop_timeout: u64,
         /// Extra QEMU arguments, after `--`.
         #[arg(last = true, value_name = "QEMU ARGS")]
         extra: Vec<OsString>,
@@ -198,7 +228,7 @@ fn main() -> ExitCode {
         (false, _) => log::LevelFilter::Trace,
     };
     berth_buildroot::logger::init(level);
-    match run(command) {
+    match run(command, logging.verbose > 0) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("berth: error: {message}");
@@ -207,7 +237,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<ExitCode, String> {
+/// Runs `command`; `verbose` is the global --verbose.
+fn run(command: Command, verbose: bool) -> Result<ExitCode, String> {
     match command {
         // The image commands print their own errors and choose their exit codes.
         Command::Image(args) => Ok(berth_imagefs::cli::run(args)),
@@ -258,18 +289,23 @@ fn run(command: Command) -> Result<ExitCode, String> {
             qemu,
             publish,
             no_network,
+            qmp,
+            stop_timeout,
             extra,
         } => boot::boot(&BootOptions {
             dir,
-            memory_mb: memory,
+            memory,
             accel,
             append,
             qemu,
             publish,
             no_network,
+            qmp,
+            kernel_chatter: verbose,
+            stop_timeout: Duration::from_secs(stop_timeout),
             extra,
         })
-        .map(|()| ExitCode::SUCCESS)
+        .map(ExitCode::from)
         .map_err(|e| e.to_string()),
         Command::Kernel(KernelCommand::Fetch) => {
             let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
@@ -385,10 +421,30 @@ mod tests {
                 assert_eq!(accel, Accel::Kvm);
                 assert_eq!(append.as_deref(), Some("quiet"));
                 assert_eq!(extra, [OsString::from("-smp"), OsString::from("2")]);
-                assert_eq!(memory, 256);
+                assert_eq!(memory, None);
             }
             other => panic!("{other:?}"),
         }
+        let memory_of = |value: &str| match Cli::try_parse_from([
+            "berth".to_owned(),
+            "boot".into(),
+            "out".into(),
+            format!("--memory={value}"),
+        ]) {
+            Ok(Cli {
+                command: Command::Boot { memory, .. },
+                ..
+            }) => Ok(memory),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(memory_of("1G"), Ok(Some(boot::MemoryMib(1024))));
+        assert_eq!(memory_of("512"), Ok(Some(boot::MemoryMib(512))));
+        for bad in ["0", "32M", "lots", "-5", "4096G"] {
+            let err = memory_of(bad).unwrap_err();
+            assert!(err.contains("invalid value"), "{bad}: {err}");
+        }
+        assert!(memory_of("0").unwrap_err().contains("at least 64 MiB"));
         assert!(Cli::try_parse_from(["berth", "boot", "out", "--accel", "xen"]).is_err());
         assert!(Cli::try_parse_from([
             "berth",

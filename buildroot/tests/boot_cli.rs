@@ -1,95 +1,15 @@
 //! `berth boot` end to end, and the promise that a built pair needs nothing but plain QEMU.
-//!
-//! Needs the static PID 1 (`make init`) and QEMU; without QEMU the tests skip, unless
-//! `BERTH_REQUIRE_QEMU=1` (as `make test` sets), where they fail.
+//! (Stopping `berth boot` and guest panics: `boot_stop.rs`.)
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-const BOOT: Duration = Duration::from_secs(120);
-
-fn qemu_present() -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found && std::env::var("BERTH_REQUIRE_QEMU").as_deref() == Ok("1") {
-        panic!("qemu-system-x86_64 is missing; `make test` installs it");
-    }
-    if !found {
-        eprintln!("skipping: qemu-system-x86_64 not installed");
-    }
-    found
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds a small image with the real static PID 1 into a fresh directory.
-fn image(name: &str) -> PathBuf {
-    let init = std::env::var_os("BERTH_INIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/x86_64-unknown-linux-gnu/release/berth-init"));
-    assert!(init.exists(), "{} missing: run `make init`", init.display());
-    let dir = workspace().join("target/boot-cli-tests").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("host.toml");
-    std::fs::write(&config, "version = 1\nhostname = \"cli-boot\"\n").unwrap();
-    let out = Command::new(BERTH)
-        .arg("build")
-        .arg(&config)
-        .arg("-o")
-        .arg(dir.join("image"))
-        .arg("--init")
-        .arg(&init)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "berth build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("image")
-}
-
-/// Starts `command` with its console (stdout) streamed line by line into a channel.
-fn spawn_watched(command: &mut Command) -> (Child, Receiver<String>) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn wait_line(rx: &Receiver<String>, needle: &str, limit: Duration, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + limit;
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let hit = line.contains(needle);
-        seen.push(line);
-        if hit {
-            return;
-        }
-    }
-    panic!("no {needle:?} on the console:\n{}", seen.join("\n"));
-}
+use common::{image, qemu_present, spawn_watched, wait_line, BERTH, BOOT};
 
 /// Runs one QMP command: handshake, then the command, waiting for each `return` so that
 /// closing the socket cannot drop a queued command.
@@ -136,9 +56,8 @@ fn berth_boot_exits_zero_on_clean_power_off() {
         Command::new(BERTH)
             .arg("boot")
             .arg(&image)
-            .arg("--")
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", socket.display())),
+            .arg("--qmp")
+            .arg(&socket),
     );
     let mut seen = Vec::new();
     wait_line(&rx, "berth: ready", BOOT, &mut seen);
