@@ -82,6 +82,10 @@ pub enum ChildError {
     MagicLink(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: nix::Error },
+    #[error("{0:?} is a directory, not an executable file")]
+    IsDirectory(String),
+    #[error("{0:?} is not a regular file")]
+    NotRegular(String),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
     #[error("container scratch space {path}: {source}")]
@@ -95,7 +99,37 @@ pub enum ChildError {
     Loopback(#[source] berth_netd::netlink::NetlinkError),
     #[error("joining the bridge network: {0}")]
     Network(#[source] berth_netd::container::AttachError),
+    #[error("making the terminal the container's controlling terminal: {0}")]
+    ControllingTerminal(std::io::Error),
 }
+
+/// Docker's exit codes for a container that never ran its program: the command was
+/// not found (127), found but could not be executed (126), or the runtime failed
+/// (125).
+pub const NOT_FOUND: u8 = 127;
+pub const CANNOT_EXECUTE: u8 = 126;
+pub const RUNTIME_FAILED: u8 = 125;
+
+impl ChildError {
+    /// The code `berth run` exits with for this failure, as `docker run` would.
+    pub fn exit_code(&self) -> u8 {
+        use nix::errno::Errno;
+        match self {
+            ChildError::NotFound(_) => NOT_FOUND,
+            ChildError::Exec { source, .. } if matches!(source, Errno::ENOENT | Errno::ENOTDIR) => {
+                NOT_FOUND
+            }
+            ChildError::Exec { .. }
+            | ChildError::IsDirectory(_)
+            | ChildError::NotRegular(_)
+            | ChildError::MagicLink(_) => CANNOT_EXECUTE,
+            _ => RUNTIME_FAILED,
+        }
+    }
+}
+
+/// The report line, before `error`, that carries [`ChildError::exit_code`].
+pub const CODE_REPORT: &str = "error-code ";
 
 /// Everything the child needs, prepared by the parent before `clone3`.
 pub struct Setup<'a> {
@@ -113,6 +147,8 @@ pub struct Setup<'a> {
     pub volume_sources: Vec<PathBuf>,
     /// Descriptors for stdin, stdout, stderr; `None` keeps the inherited one.
     pub stdio: [Option<RawFd>; 3],
+    /// Make stdin the controlling terminal (it is a pty's slave).
+    pub tty: bool,
     pub sync: OwnedFd,
 }
 
@@ -125,12 +161,19 @@ pub fn run(mut setup: Setup<'_>) -> ! {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         setup_and_exec(&setup, netlink, sync)
     }));
-    let mut msg = match outcome {
+    let (code, mut msg) = match outcome {
         Ok(Ok(never)) => match never {},
-        Ok(Err(e)) => format!("error {}", berth_imagefs::error_chain(&e)),
-        Err(_) => "error the container's setup panicked (a bug in berth)".to_owned(),
+        Ok(Err(e)) => (
+            e.exit_code(),
+            format!("error {}", berth_imagefs::error_chain(&e)),
+        ),
+        Err(_) => (
+            RUNTIME_FAILED,
+            "error the container's setup panicked (a bug in berth)".to_owned(),
+        ),
     };
     msg.retain(|c| c != '\n');
+    report(sync, &format!("{CODE_REPORT}{code}"));
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)
 }
@@ -217,6 +260,12 @@ fn setup_and_exec(
         if let Some(fd) = fd {
             nix::unistd::dup2(*fd, target as RawFd).map_err(ChildError::Stdio)?;
         }
+    }
+    if s.tty {
+        // `berth run -t`: stdin is the pty's slave; as the new session's leader this
+        // process takes it as its controlling terminal, so that the shell gets job
+        // control, ^C reaches the foreground group, and SIGWINCH follows resizes.
+        sys::set_controlling_terminal(0).map_err(ChildError::ControllingTerminal)?;
     }
     nix::sys::stat::umask(Mode::empty());
     // The cgroup namespace is rooted where the process now is: its own leaf.
@@ -448,11 +497,19 @@ pub(crate) fn find_executable(
         let rel = CString::new(candidate.trim_start_matches('/')).unwrap_or_default();
         match sys::openat2(root, &rel, OFlag::O_PATH, how) {
             Ok(fd) => {
-                let is_file = nix::sys::stat::fstat(fd.as_raw_fd())
-                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
-                    .unwrap_or(false);
-                if is_file {
+                let kind = nix::sys::stat::fstat(fd.as_raw_fd())
+                    .map(|st| st.st_mode & libc::S_IFMT)
+                    .unwrap_or(0);
+                if kind == libc::S_IFREG {
                     return Ok(candidate.clone());
+                }
+                // A path names one file: what it is decides (a $PATH search goes on).
+                if argv0.contains('/') {
+                    return Err(if kind == libc::S_IFDIR {
+                        ChildError::IsDirectory(candidate.clone())
+                    } else {
+                        ChildError::NotRegular(candidate.clone())
+                    });
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {

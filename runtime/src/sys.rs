@@ -246,3 +246,15 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes a plain integer and never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal on `fd` the calling session leader's
+/// controlling terminal (tty_ioctl(4)).
+pub fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointer; a bad fd is an error.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
