@@ -734,3 +734,84 @@ fn copy_stdin(stdin: BorrowedFd<'_>, master: Option<BorrowedFd<'_>>) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(argv: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(argv.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn image_references_are_checked_as_docker_does() {
+        for ok in [
+            "busybox",
+            "busybox:latest",
+            "library/busybox:1.36",
+            "registry.example:5000/team/app:v1.2-rc_3",
+            "beeab28be143",
+            "sha256:beeab28be143",
+            "my-app__x.y",
+        ] {
+            assert!(validate_image_ref(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("Busybox", "must be lowercase"),
+            ("busybox:", "expected NAME[:TAG]"),
+            ("busybox:-x", "expected NAME[:TAG]"),
+            ("-busybox", "expected NAME[:TAG]"),
+            ("bus box", "expected NAME[:TAG]"),
+            ("", "empty"),
+            ("busybox@sha256:abc", "by digest"),
+        ] {
+            let e = validate_image_ref(bad).unwrap_err();
+            assert!(e.starts_with("invalid reference format"), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn publishing_implies_the_bridge_and_refuses_other_networks() {
+        assert_eq!(network_mode(&args(&["img"])).unwrap(), NetworkMode::None);
+        assert_eq!(
+            network_mode(&args(&["-p", "80:80", "img"])).unwrap(),
+            NetworkMode::Bridge
+        );
+        assert_eq!(
+            network_mode(&args(&["--network", "host", "img"])).unwrap(),
+            NetworkMode::Host
+        );
+        for net in ["none", "host"] {
+            let e = network_mode(&args(&["--network", net, "-p", "80:80", "img"])).unwrap_err();
+            assert!(e.contains("-p/--publish needs the bridge network"), "{e}");
+        }
+        assert!(network_mode(&args(&["--network", "cable", "img"])).is_err());
+    }
+
+    #[test]
+    fn an_empty_entrypoint_resets_it() {
+        let s = spec_from_args(&args(&["--entrypoint", "", "img", "echo", "hi"])).unwrap();
+        assert_eq!(s.entrypoint, Some(vec![]));
+        let s = spec_from_args(&args(&["--entrypoint", "/bin/sh", "img"])).unwrap();
+        assert_eq!(s.entrypoint, Some(vec!["/bin/sh".to_string()]));
+        assert_eq!(spec_from_args(&args(&["img"])).unwrap().entrypoint, None);
+    }
+
+    #[test]
+    fn detached_runs_have_no_terminal() {
+        for argv in [&["-d", "-t", "img"][..], &["-d", "-i", "img"]] {
+            let argv = std::iter::once("run").chain(argv.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err());
+        }
+    }
+}

@@ -520,3 +520,37 @@ pub(crate) fn find_executable(
     }
     Err(ChildError::NotFound(argv0.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn failures_map_to_dockers_exit_codes() {
+        let exec = |source| ChildError::Exec {
+            path: "/bin/x".into(),
+            source,
+        };
+        assert_eq!(ChildError::NotFound("x".into()).exit_code(), 127);
+        assert_eq!(
+            exec(Errno::ENOENT).exit_code(),
+            127,
+            "a missing interpreter"
+        );
+        for cannot in [
+            exec(Errno::EACCES),
+            exec(Errno::ENOEXEC),
+            ChildError::IsDirectory("/etc".into()),
+            ChildError::NotRegular("/dev/null".into()),
+            ChildError::MagicLink("/proc/self/exe".into()),
+        ] {
+            assert_eq!(cannot.exit_code(), 126, "{cannot}");
+        }
+        let setup = ChildError::Workdir {
+            path: "/x".into(),
+            source: Errno::EPERM,
+        };
+        assert_eq!(setup.exit_code(), 125, "berth's own failure");
+    }
+}
