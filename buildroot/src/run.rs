@@ -142,7 +142,8 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Run in the background: print the container's name and exit 0 once its program
-    /// runs. Its output goes to `berth logs NAME`; `berth stop NAME` stops it.
+    /// runs. Its output goes to `berth logs NAME`; `berth stop NAME` stops it. Not with
+    /// -i or -t: berth has no `attach`.
     #[arg(short = 'd', long, conflicts_with_all = ["tty", "interactive"])]
     pub detach: bool,
     /// The image: name[:tag], a digest (sha256:...) or a unique digest prefix.
@@ -506,20 +507,26 @@ fn launch(
         fd.try_clone()
             .map_err(|e| RunError::from(format!("duplicating a descriptor: {e}")))
     };
+    // With -t the container allocates its terminal in its own /dev/pts and sends the
+    // master back over this socket once it runs.
+    let mut console = None;
     let (stdio, relay) = if args.tty {
-        let pty = tty::Pty::open().map_err(|e| format!("opening a pty: {e}"))?;
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("creating the terminal's socket: {e}"))?;
+        console = Some(ours);
         let stdio = Stdio {
-            stdin: Some(dup(&pty.slave)?),
-            stdout: Some(dup(&pty.slave)?),
-            stderr: Some(pty.slave),
-            tty: true,
+            console: Some(berth_runtime::Console {
+                socket: theirs,
+                size: tty::window_size(),
+            }),
+            ..Stdio::default()
         };
-        let relay = Relay {
-            from: pty.master,
-            to: Box::new(std::io::stdout()),
-            open: true,
-        };
-        (stdio, Some(relay))
+        (stdio, None)
     } else if detached {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
@@ -534,7 +541,7 @@ fn launch(
             stdin: Some(null()?),
             stdout: Some(dup(&write)?),
             stderr: Some(write),
-            tty: false,
+            console: None,
         };
         let relay = Relay {
             from: read,
@@ -568,6 +575,25 @@ fn launch(
     }
     let dir = runtime.container_dir(&spec.name);
     let mut relay = relay;
+    if let Some(socket) = &console {
+        match tty::receive_master(socket.as_fd()) {
+            Ok(master) => {
+                relay = Some(Relay {
+                    from: master,
+                    to: Box::new(std::io::stdout()),
+                    open: true,
+                })
+            }
+            // The program runs, but without its terminal nothing can reach it.
+            Err(e) => {
+                container.leaf.kill();
+                let _ = waitpid(container.pid, None);
+                let _ = container.leaf.remove();
+                let _ = runtime.remove(&spec.name);
+                return Err(format!("the container's terminal: {e}").into());
+            }
+        }
+    }
     if let (true, Some(relay)) = (detached, relay.as_mut()) {
         match std::fs::OpenOptions::new()
             .create(true)

@@ -342,7 +342,7 @@ impl Supervisor {
             stdin: File::open("/dev/null").ok().map(OwnedFd::from),
             stdout: write.try_clone().ok(),
             stderr: Some(write),
-            tty: false,
+            console: None,
         };
         match runtime.begin(&unit.spec, stdio) {
             Ok(start) => {

@@ -99,8 +99,11 @@ pub enum ChildError {
     Loopback(#[source] berth_netd::netlink::NetlinkError),
     #[error("joining the bridge network: {0}")]
     Network(#[source] berth_netd::container::AttachError),
-    #[error("making the terminal the container's controlling terminal: {0}")]
-    ControllingTerminal(std::io::Error),
+    #[error("the container's terminal: {step}: {source}")]
+    Console {
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Docker's exit codes for a container that never ran its program: the command was
@@ -147,8 +150,9 @@ pub struct Setup<'a> {
     pub volume_sources: Vec<PathBuf>,
     /// Descriptors for stdin, stdout, stderr; `None` keeps the inherited one.
     pub stdio: [Option<RawFd>; 3],
-    /// Make stdin the controlling terminal (it is a pty's slave).
-    pub tty: bool,
+    /// `berth run -t`: a socket to send the master of a pty allocated in the
+    /// container's own `/dev/pts` over, and the window size to give it.
+    pub console: Option<(RawFd, Option<libc::winsize>)>,
     pub sync: OwnedFd,
 }
 
@@ -261,12 +265,6 @@ fn setup_and_exec(
             nix::unistd::dup2(*fd, target as RawFd).map_err(ChildError::Stdio)?;
         }
     }
-    if s.tty {
-        // `berth run -t`: stdin is the pty's slave; as the new session's leader this
-        // process takes it as its controlling terminal, so that the shell gets job
-        // control, ^C reaches the foreground group, and SIGWINCH follows resizes.
-        sys::set_controlling_terminal(0).map_err(ChildError::ControllingTerminal)?;
-    }
     nix::sys::stat::umask(Mode::empty());
     // The cgroup namespace is rooted where the process now is: its own leaf.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ns("unshare(CLONE_NEWCGROUP)"))?;
@@ -358,6 +356,9 @@ fn setup_and_exec(
     }
     rootfs::pivot(&rootfs_path, root.as_fd())?;
     drop(root);
+    if let Some((socket, size)) = s.console {
+        open_console(socket, size.as_ref())?;
+    }
     let root = File::open("/")
         .map(OwnedFd::from)
         .map_err(|source| RootfsError::Resolve {
@@ -465,6 +466,41 @@ pub(crate) fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<S
         .read_to_end(&mut bytes)
         .map_err(|source| ChildError::ReadFile { path, source })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Allocates a pty in the container's own `/dev/pts` (so that the program's `ttyname`
+/// is a path inside the container, `/dev/pts/0`), makes its slave stdin, stdout,
+/// stderr and the controlling terminal of this new session (job control, ^C to the
+/// foreground group, SIGWINCH on resizes), and sends the master to the caller over
+/// `socket`.
+fn open_console(socket: RawFd, size: Option<&libc::winsize>) -> Result<(), ChildError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |step| move |source| ChildError::Console { step, source };
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/pts/ptmx")
+        .map_err(err("opening /dev/pts/ptmx"))?;
+    let slave = sys::open_pty_peer(master.as_fd()).map_err(err("opening the pty's slave"))?;
+    if let Some(size) = size {
+        sys::set_window_size(master.as_fd(), size).map_err(err("setting its size"))?;
+    }
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| err("dup2")(e.into()))?;
+    }
+    drop(slave);
+    sys::set_controlling_terminal(0).map_err(err("TIOCSCTTY"))?;
+    let fds = [master.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        socket,
+        &[std::io::IoSlice::new(b"m")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| err("sending the master")(e.into()))?;
+    Ok(())
 }
 
 /// Finds the program the way `execvp` would, but inside the container's root only and

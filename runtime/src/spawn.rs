@@ -101,8 +101,26 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
-    /// `stdin` is a pty's slave, to become the container's controlling terminal.
-    pub tty: bool,
+    /// A terminal for the container (`berth run -t`), allocated inside it: see
+    /// [`Console`].
+    pub console: Option<Console>,
+}
+
+/// The request for a terminal allocated in the container's own `/dev/pts`: the child
+/// makes the pty's slave its stdio and controlling terminal and sends the master back
+/// over `socket` (a Unix socket; [`Console::receive`] on the other end).
+#[derive(Debug)]
+pub struct Console {
+    pub socket: OwnedFd,
+    /// The window size to start with.
+    pub size: Option<libc::winsize>,
+}
+
+impl Console {
+    /// The pty's master, once the container runs, from the other end of the socket.
+    pub fn receive(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        sys::receive_fd(socket)
+    }
 }
 
 /// A container whose program is running.
@@ -303,7 +321,10 @@ impl Runtime {
             etc_contents,
             volume_sources,
             stdio: [raw(&stdio.stdin), raw(&stdio.stdout), raw(&stdio.stderr)],
-            tty: stdio.tty,
+            console: stdio
+                .console
+                .as_ref()
+                .map(|c| (c.socket.as_raw_fd(), c.size)),
             sync: sync_write,
         };
         let mut namespaces =

@@ -1,5 +1,6 @@
-//! `berth run -t`: the container's stdio is a pty's slave; `berth run` relays between
-//! its own terminal and the master, with its terminal in raw mode meanwhile (so that
+//! `berth run -t`: the container's stdio is the slave of a pty it allocated in its own
+//! `/dev/pts` (so that `tty` inside says `/dev/pts/0`, as in Docker); `berth run`
+//! relays between its own terminal and the master it was sent, with its terminal in raw mode meanwhile (so that
 //! keys such as ^C and ^D reach the container's line discipline unchanged), and passes
 //! window-size changes on.
 
@@ -10,35 +11,20 @@ use nix::sys::termios::{self, SetArg, Termios};
 
 use super::sys;
 
-/// A pty for the container: the master stays with `berth run`, the slave becomes the
-/// container's stdin, stdout and stderr.
-pub struct Pty {
-    pub master: OwnedFd,
-    pub slave: OwnedFd,
+/// `berth run`'s window size: its stdin's terminal's, else its stdout's.
+pub fn window_size() -> Option<nix::pty::Winsize> {
+    sys::window_size(io::stdin().as_fd()).or_else(|| sys::window_size(io::stdout().as_fd()))
 }
 
-impl Pty {
-    /// Opens a pty with the window size of `berth run`'s own terminal (stdin's, else
-    /// stdout's), if it has one. The master is close-on-exec and non-blocking.
-    pub fn open() -> io::Result<Pty> {
-        let size = sys::window_size(io::stdin().as_fd())
-            .or_else(|| sys::window_size(io::stdout().as_fd()));
-        let pty = nix::pty::openpty(size.as_ref(), None)?;
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(fd),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )?;
-        }
-        nix::fcntl::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&pty.master),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )?;
-        Ok(Pty {
-            master: pty.master,
-            slave: pty.slave,
-        })
-    }
+/// The container's pty master, sent by its setup over `socket` (see
+/// `berth_runtime::Console`), made non-blocking for the relay.
+pub fn receive_master(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let master = berth_runtime::Console::receive(socket)?;
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&master),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(master)
 }
 
 /// Copies `berth run`'s window size to the pty (on SIGWINCH); the kernel then signals
