@@ -119,9 +119,10 @@ impl ChildError {
         use nix::errno::Errno;
         match self {
             ChildError::NotFound(_) => NOT_FOUND,
-            ChildError::Exec { source, .. } if matches!(source, Errno::ENOENT | Errno::ENOTDIR) => {
-                NOT_FOUND
-            }
+            ChildError::Exec {
+                source: Errno::ENOENT | Errno::ENOTDIR,
+                ..
+            } => NOT_FOUND,
             ChildError::Exec { .. }
             | ChildError::IsDirectory(_)
             | ChildError::NotRegular(_)
