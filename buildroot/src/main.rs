@@ -70,6 +70,12 @@ enum RunOnly {
 /// does (so that scripts can tell it from the container's own codes), others clap's 2.
 fn parse() -> (Logging, Command) {
     let run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
+    // `berth --verbose run ...` too: the global options take no values, so the first
+    // argument that is not an option is the subcommand.
+    let subcommand_is_run = std::env::args_os()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "run");
     let parsed = if run {
         RunCli::try_parse().map(|c| {
             let RunOnly::Run(args) = c.command;
@@ -83,7 +89,7 @@ fn parse() -> (Logging, Command) {
         Err(e) => {
             let usage_error = e.use_stderr();
             let _ = e.print();
-            let code = match (usage_error, run) {
+            let code = match (usage_error, subcommand_is_run) {
                 (false, _) => 0,
                 (true, true) => i32::from(berth_buildroot::run::RUNTIME_FAILED),
                 (true, false) => 2,

@@ -630,7 +630,13 @@ fn launch(
     } else {
         None
     };
-    let status = wait(&container, &signals, relay, args.tty && args.interactive);
+    let status = wait(
+        &container,
+        &signals,
+        relay,
+        args.tty,
+        args.tty && args.interactive,
+    );
     drop(raw_mode);
     let status = status?;
     let exit = Exit::from_wait(status, container.leaf.oom_kills());
@@ -658,11 +664,13 @@ fn launch(
 }
 
 /// Waits for the container's first process, forwarding signals, relaying its output
-/// (and, with `stdin_to_pty`, `berth run`'s stdin to its terminal).
+/// (and, with `stdin_to_pty`, `berth run`'s stdin to its terminal). With `tty` the
+/// relay is from the container's terminal, which follows `berth run`'s window size.
 fn wait(
     container: &Running,
     signals: &SignalFd,
     mut relay: Option<Relay>,
+    tty: bool,
     stdin_to_pty: bool,
 ) -> Result<WaitStatus, RunError> {
     let stdin = std::io::stdin();
@@ -719,7 +727,7 @@ fn wait(
                     Ok(WaitStatus::StillAlive) | Err(_) => {}
                     Ok(status) => exited = Some(status),
                 }
-            } else if sig == Signal::SIGWINCH && stdin_to_pty {
+            } else if sig == Signal::SIGWINCH && tty {
                 if let Some(r) = relay.as_ref() {
                     tty::follow_window_size(r.from.as_fd());
                 }

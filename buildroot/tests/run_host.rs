@@ -389,8 +389,15 @@ fn exit_codes_are_dockers() {
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert!(err.contains(message), "{args:?}: {err}");
     }
-    // Help is not an error.
+    // Help is not an error; a usage error before `run` is still run's; other
+    // subcommands keep clap's 2.
     assert_eq!(f.run(&["--help"]).status.code(), Some(0));
+    let code = |argv: &[&str]| berth().args(argv).output().unwrap().status.code();
+    assert_eq!(
+        code(&["--verbose", "run", "--no-such-flag", "img"]),
+        Some(125)
+    );
+    assert_eq!(code(&["ps", "--no-such-flag"]), Some(2));
     // `--entrypoint ''` resets the image's entrypoint: the command runs alone.
     let f = Fixture::with_extra(
         &[Entry::Dir {
@@ -1209,6 +1216,13 @@ fn detached_containers_are_listed_logged_and_stopped() {
     for name in ["bg", "stubborn"] {
         assert!(cmd(&["rm", name]).status.success());
     }
+    // A running detached container is removed only with --force.
+    let out = f.run(&["-d", "--name", "busy", "busybox:latest", "sleep", "600"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cmd(&["rm", "busy"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container busy is running"));
+    assert!(cmd(&["rm", "-f", "busy"]).status.success());
+    assert!(!String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).contains("busy"));
     // A start that fails is reported by `berth run -d` itself, with its code.
     let out = f.run(&["-d", "busybox:latest", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127));
