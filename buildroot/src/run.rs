@@ -614,6 +614,7 @@ fn launch(
             monitor,
             detached,
             remove: args.rm,
+            stop_signal: container.image_stop_signal.unwrap_or(libc::SIGTERM),
             created: record::now(),
             exit_code: None,
         });

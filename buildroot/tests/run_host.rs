@@ -1216,6 +1216,38 @@ fn detached_containers_are_listed_logged_and_stopped() {
     for name in ["bg", "stubborn"] {
         assert!(cmd(&["rm", name]).status.success());
     }
+    // The image's STOPSIGNAL is what `berth stop` sends first.
+    let g = Fixture::with_extra(
+        &[Entry::Dir {
+            path: "srv".into(),
+            mode: 0o755,
+        }],
+        RunConfig {
+            stop_signal: Some("SIGUSR1".into()),
+            ..RunConfig::default()
+        },
+    );
+    let out = g.run(&[
+        "-d",
+        "--name",
+        "usr1",
+        "custom:latest",
+        "sh",
+        "-c",
+        "trap 'exit 4' USR1; while :; do sleep 0.1; done",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let gcmd = |args: &[&str]| {
+        berth()
+            .args(args)
+            .arg("--store")
+            .arg(g.store())
+            .output()
+            .unwrap()
+    };
+    assert!(gcmd(&["stop", "-t", "5", "usr1"]).status.success());
+    let ps = String::from_utf8_lossy(&gcmd(&["ps", "-a"]).stdout).into_owned();
+    assert!(ps.contains("exited (4)"), "{ps}");
     // A running detached container is removed only with --force.
     let out = f.run(&["-d", "--name", "busy", "busybox:latest", "sleep", "600"]);
     assert!(out.status.success(), "{out:?}");

@@ -125,12 +125,13 @@ pub fn ps(args: &PsArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Stop running containers: SIGTERM, then SIGKILL to the whole cgroup after a timeout.
+/// Stop running containers: SIGTERM (or the image's STOPSIGNAL), then SIGKILL to the
+/// whole cgroup after a timeout.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Sends SIGTERM to the container's first process (its PID 1), waits up \
-to --time seconds for it to exit, then kills every process in the container's cgroup, \
-as `docker stop` does. The process is found by the pid and start time `berth run` \
+    after_help = "Sends the image's STOPSIGNAL (SIGTERM when it has none) to the \
+container's first process (its PID 1), waits up to --time seconds for it to exit, then \
+kills every process in the container's cgroup, as `docker stop` does. The process is found by the pid and start time `berth run` \
 recorded and signalled through a pidfd, so a pid reused by another process is never \
 signalled. The `berth run` (or detached monitor) waiting for the container records its \
 exit and cleans up; when it was killed, `berth stop` removes the container's cgroup \
@@ -207,10 +208,11 @@ fn stop_one(runtime: &Runtime, name: &str, grace: Duration) -> Result<(), String
         .ok()
         .filter(|_| rec.container.alive());
     if let Some(pidfd) = &pidfd {
-        let _ = sys::pidfd_signal(pidfd.as_fd(), Signal::SIGTERM);
+        let signal = Signal::try_from(rec.stop_signal).unwrap_or(Signal::SIGTERM);
+        let _ = sys::pidfd_signal(pidfd.as_fd(), signal);
         if !wait_pidfd(pidfd.as_fd(), grace) {
             log::info!(
-                "container {name} did not exit within {} s of SIGTERM; killing it",
+                "container {name} did not exit within {} s of {signal}; killing it",
                 grace.as_secs()
             );
             let _ = sys::pidfd_signal(pidfd.as_fd(), Signal::SIGKILL);

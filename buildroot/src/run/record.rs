@@ -62,10 +62,17 @@ pub struct Record {
     pub detached: bool,
     /// Started with --rm: its state goes when it exits.
     pub remove: bool,
+    /// The signal that asks it to stop: the image's STOPSIGNAL, else SIGTERM.
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: i32,
     /// Seconds since the epoch.
     pub created: u64,
     /// The exit code, once the monitor has seen it.
     pub exit_code: Option<i32>,
+}
+
+fn default_stop_signal() -> i32 {
+    libc::SIGTERM
 }
 
 /// Seconds since the epoch, now.
