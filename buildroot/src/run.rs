@@ -142,9 +142,10 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Run in the background: print the container's name and exit 0 once its program
-    /// runs. Its output goes to `berth logs NAME`; `berth stop NAME` stops it. Not with
-    /// -i or -t: berth has no `attach`.
-    #[arg(short = 'd', long, conflicts_with_all = ["tty", "interactive"])]
+    /// runs. Its output goes to `berth logs NAME`; `berth stop NAME` stops it. With -i
+    /// its stdin stays open with nothing to read (berth has no `attach`), so that
+    /// `berth run -dit IMAGE sh` keeps a shell waiting, as in Docker.
+    #[arg(short = 'd', long)]
     pub detach: bool,
     /// The image: name[:tag], a digest (sha256:...) or a unique digest prefix.
     pub image: String,
@@ -510,6 +511,8 @@ fn launch(
     // With -t the container allocates its terminal in its own /dev/pts and sends the
     // master back over this socket once it runs.
     let mut console = None;
+    // `-di`: the write end of the container's stdin, held (never written) until it ends.
+    let mut open_stdin: Option<OwnedFd> = None;
     let (stdio, relay) = if args.tty {
         let (ours, theirs) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
@@ -528,6 +531,14 @@ fn launch(
         };
         (stdio, None)
     } else if detached {
+        let stdin = if args.interactive {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("creating the stdin pipe: {e}"))?;
+            open_stdin = Some(write);
+            read
+        } else {
+            null()?
+        };
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
                 .map_err(|e| format!("creating the output pipe: {e}"))?;
@@ -538,7 +549,7 @@ fn launch(
         )
         .map_err(|e| format!("output pipe: {e}"))?;
         let stdio = Stdio {
-            stdin: Some(null()?),
+            stdin: Some(stdin),
             stdout: Some(dup(&write)?),
             stderr: Some(write),
             console: None,
@@ -626,19 +637,15 @@ fn launch(
     if let Some(fd) = report.take() {
         let _ = std::fs::File::from(fd).write_all(b"ok\n");
     }
-    let raw_mode = if args.tty && args.interactive {
+    let attached = args.tty && args.interactive && !detached;
+    let raw_mode = if attached {
         tty::RawMode::enter()
     } else {
         None
     };
-    let status = wait(
-        &container,
-        &signals,
-        relay,
-        args.tty,
-        args.tty && args.interactive,
-    );
+    let status = wait(&container, &signals, relay, args.tty, attached);
     drop(raw_mode);
+    drop(open_stdin);
     let status = status?;
     let exit = Exit::from_wait(status, container.leaf.oom_kills());
     if let Err(e) = container.leaf.remove() {
@@ -843,10 +850,8 @@ mod tests {
     }
 
     #[test]
-    fn detached_runs_have_no_terminal() {
-        for argv in [&["-d", "-t", "img"][..], &["-d", "-i", "img"]] {
-            let argv = std::iter::once("run").chain(argv.iter().copied());
-            assert!(Cli::try_parse_from(argv).is_err());
-        }
+    fn detached_runs_may_have_a_terminal() {
+        let a = args(&["-dit", "img", "sh"]);
+        assert!(a.detach && a.interactive && a.tty);
     }
 }

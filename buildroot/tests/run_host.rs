@@ -1153,6 +1153,13 @@ fn detached_containers_are_listed_logged_and_stopped() {
     if !need_root() {
         return;
     }
+    // Names unique to this run: cgroup leaves are named after containers, host-wide.
+    let bg = format!("bg-{}", std::process::id());
+    let stubborn = format!("stubborn-{}", std::process::id());
+    let busy = format!("busy-{}", std::process::id());
+    let shell = format!("shell-{}", std::process::id());
+    let reader = format!("reader-{}", std::process::id());
+    let usr1 = format!("usr1-{}", std::process::id());
     let f = Fixture::new();
     let cmd = |args: &[&str]| {
         berth()
@@ -1166,33 +1173,33 @@ fn detached_containers_are_listed_logged_and_stopped() {
     let out = f.run(&[
         "-d",
         "--name",
-        "bg",
+        &bg,
         "busybox:latest",
         "sh",
         "-c",
         "echo out; echo err >&2; trap 'echo term; exit 7' TERM; while :; do sleep 0.1; done",
     ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "bg\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{bg}\n"));
     assert!(started.elapsed() < Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
     let line = ps
         .lines()
-        .find(|l| l.starts_with("bg "))
+        .find(|l| l.starts_with(&format!("{bg} ")))
         .unwrap_or_default();
     assert!(line.contains("running"), "{ps}");
-    let logs = cmd(&["logs", "bg"]);
+    let logs = cmd(&["logs", &bg]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\nerr\n");
     // A follower ends when the container does.
     let follower = berth()
-        .args(["logs", "-f", "bg", "--store"])
+        .args(["logs", "-f", &bg, "--store"])
         .arg(f.store())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut follower = KillOnDrop(Some(follower));
-    let out = cmd(&["stop", "bg"]);
+    let out = cmd(&["stop", &bg]);
     assert!(out.status.success(), "{out:?}");
     let followed = follower.0.take().unwrap().wait_with_output().unwrap();
     assert_eq!(
@@ -1201,19 +1208,19 @@ fn detached_containers_are_listed_logged_and_stopped() {
     );
     let ps = String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).into_owned();
     assert!(ps.contains("exited (7)"), "{ps}");
-    assert!(!String::from_utf8_lossy(&cmd(&["ps"]).stdout).contains("bg "));
+    assert!(!String::from_utf8_lossy(&cmd(&["ps"]).stdout).contains(&format!("{bg} ")));
 
     // A PID 1 without a handler ignores SIGTERM: killed after --time.
-    let out = f.run(&["-d", "--name", "stubborn", "busybox:latest", "sleep", "600"]);
+    let out = f.run(&["-d", "--name", &stubborn, "busybox:latest", "sleep", "600"]);
     assert!(out.status.success(), "{out:?}");
     let started = Instant::now();
-    let out = cmd(&["stop", "-t", "1", "stubborn"]);
+    let out = cmd(&["stop", "-t", "1", &stubborn]);
     assert!(out.status.success(), "{out:?}");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(started.elapsed() < Duration::from_secs(5));
     let ps = String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).into_owned();
     assert!(ps.contains("exited (137)"), "{ps}");
-    for name in ["bg", "stubborn"] {
+    for name in [&bg, &stubborn] {
         assert!(cmd(&["rm", name]).status.success());
     }
     // The image's STOPSIGNAL is what `berth stop` sends first.
@@ -1230,7 +1237,7 @@ fn detached_containers_are_listed_logged_and_stopped() {
     let out = g.run(&[
         "-d",
         "--name",
-        "usr1",
+        &usr1,
         "custom:latest",
         "sh",
         "-c",
@@ -1245,16 +1252,41 @@ fn detached_containers_are_listed_logged_and_stopped() {
             .output()
             .unwrap()
     };
-    assert!(gcmd(&["stop", "-t", "5", "usr1"]).status.success());
+    assert!(gcmd(&["stop", "-t", "5", &usr1]).status.success());
     let ps = String::from_utf8_lossy(&gcmd(&["ps", "-a"]).stdout).into_owned();
     assert!(ps.contains("exited (4)"), "{ps}");
-    // A running detached container is removed only with --force.
-    let out = f.run(&["-d", "--name", "busy", "busybox:latest", "sleep", "600"]);
+    // `-dit sh`: a shell on a terminal of its own, waiting on an open stdin; its
+    // prompt goes to the log.
+    let out = f.run(&["-dit", "--name", &shell, "busybox:latest", "sh"]);
     assert!(out.status.success(), "{out:?}");
-    let out = cmd(&["rm", "busy"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("container busy is running"));
-    assert!(cmd(&["rm", "-f", "busy"]).status.success());
-    assert!(!String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).contains("busy"));
+    std::thread::sleep(Duration::from_millis(500));
+    let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&format!("{shell} ")) && l.contains("running")),
+        "{ps}"
+    );
+    let logs = String::from_utf8_lossy(&cmd(&["logs", &shell]).stdout).into_owned();
+    assert!(logs.contains("/ # "), "{logs:?}");
+    assert!(cmd(&["stop", "-t", "0", &shell]).status.success());
+    assert!(cmd(&["rm", &shell]).status.success());
+    let out = f.run(&["-di", "--name", &reader, "busybox:latest", "cat"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
+    assert!(
+        ps.contains(&format!("{reader} ")) && ps.contains("running"),
+        "stdin stays open: {ps}"
+    );
+    assert!(cmd(&["stop", "-t", "0", &reader]).status.success());
+    assert!(cmd(&["rm", &reader]).status.success());
+    // A running detached container is removed only with --force.
+    let out = f.run(&["-d", "--name", &busy, "busybox:latest", "sleep", "600"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cmd(&["rm", &busy]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("container {busy} is running")));
+    assert!(cmd(&["rm", "-f", &busy]).status.success());
+    assert!(!String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).contains(&busy));
     // A start that fails is reported by `berth run -d` itself, with its code.
     let out = f.run(&["-d", "busybox:latest", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127));
@@ -1273,15 +1305,16 @@ fn the_orphan_of_a_killed_run_is_found_and_stopped() {
         return;
     }
     let f = Fixture::new();
+    let name = format!("orphan-{}", std::process::id());
     let run = berth()
-        .args(["run", "--rm", "--name", "orphan", "--store"])
+        .args(["run", "--rm", "--name", &name, "--store"])
         .arg(f.store())
         .args(["busybox:latest", "sleep", "600"])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let mut run = KillOnDrop(Some(run));
-    let record = f.store().join("containers/orphan/run.json");
+    let record = f.store().join("containers").join(&name).join("run.json");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !record.exists() {
         assert!(Instant::now() < deadline, "no record");
@@ -1296,9 +1329,9 @@ fn the_orphan_of_a_killed_run_is_found_and_stopped() {
         .output()
         .unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(ps.contains("orphan") && ps.contains("running"), "{ps}");
+    assert!(ps.contains(&name) && ps.contains("running"), "{ps}");
     let out = berth()
-        .args(["stop", "-t", "1", "orphan", "--store"])
+        .args(["stop", "-t", "1", &name, "--store"])
         .arg(f.store())
         .output()
         .unwrap();
@@ -1378,10 +1411,11 @@ fn a_failed_run_leaves_no_network_state() {
     assert!(tables.trim().is_empty(), "{tables}");
     assert!(!f.store().join("network").exists());
 
-    let out = run(&["--name", "broken", "busybox:latest", "no-such-program"]);
+    let broken = format!("broken-{}", std::process::id());
+    let out = run(&["--name", &broken, "busybox:latest", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
     let leases = std::fs::read_to_string(f.store().join("network/ipam.json")).unwrap_or_default();
-    assert!(!leases.contains("broken"), "{leases}");
+    assert!(!leases.contains(&broken), "{leases}");
     let table = ns.exec(&["nft", "list", "ruleset"]);
     assert!(!table.contains("dnat to"), "{table}");
     let deadline = Instant::now() + Duration::from_secs(5);
