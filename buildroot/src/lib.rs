@@ -12,8 +12,9 @@
 //! - [`exec`]: the one runner of external tools (`apt-get`, `dpkg-deb`, QEMU);
 //! - [`hash`]: SHA-256 helpers.
 //!
-//! `berth boot` ([`boot`]) runs the result under QEMU. `berth run` ([`run`]) runs one
-//! container in the foreground with the runtime PID 1 uses. [`logger`] is the CLI's stderr log.
+//! `berth boot` ([`boot`]) runs the result under QEMU. `berth run` ([`run`]) runs a
+//! container with the runtime PID 1 uses, in the foreground or detached, and `berth ps`,
+//! `stop`, `logs` and `rm` manage the containers it started. [`logger`] is the CLI's stderr log.
 //!
 //! A build is reproducible: the same config, init binary and kernel package give
 //! byte-identical `vmlinuz`, `initramfs.img` and `manifest.json`, whatever the output

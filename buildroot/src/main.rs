@@ -21,6 +21,8 @@ use clap::{Parser, Subcommand};
   berth kernel show                   print the pinned kernel package
   berth image import busybox.oci.tar --name busybox:latest   import an OCI or docker-archive image
   berth run --rm busybox:latest echo hello                    run a container in the foreground
+  berth run -d --name web busybox:latest httpd -f             ... or in the background
+  berth ps -a; berth logs web; berth stop web; berth rm web   the containers berth run keeps
 
 Environment:
   BERTH_CACHE     cache directory (default $XDG_CACHE_HOME/berth or ~/.cache/berth)
@@ -61,20 +63,41 @@ struct RunCli {
 
 #[derive(Subcommand, Debug)]
 enum RunOnly {
-    /// Run a container in the foreground (needs root).
+    /// Run a container, in the foreground or detached (needs root).
     Run(Box<berth_buildroot::run::RunArgs>),
 }
 
+/// Parses the command line; a usage error of `berth run` exits 125, as `docker run`'s
+/// does (so that scripts can tell it from the container's own codes), others clap's 2.
 fn parse() -> (Logging, Command) {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
-        let RunCli {
-            logging,
-            command: RunOnly::Run(args),
-        } = RunCli::parse();
-        return (logging, Command::Run(args));
+    let run = std::env::args_os().nth(1).is_some_and(|a| a == "run");
+    // `berth --verbose run ...` too: the global options take no values, so the first
+    // argument that is not an option is the subcommand.
+    let subcommand_is_run = std::env::args_os()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "run");
+    let parsed = if run {
+        RunCli::try_parse().map(|c| {
+            let RunOnly::Run(args) = c.command;
+            (c.logging, Command::Run(args))
+        })
+    } else {
+        Cli::try_parse().map(|c| (c.logging, c.command))
+    };
+    match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            let code = match (usage_error, subcommand_is_run) {
+                (false, _) => 0,
+                (true, true) => i32::from(berth_buildroot::run::RUNTIME_FAILED),
+                (true, false) => 2,
+            };
+            std::process::exit(code)
+        }
     }
-    let cli = Cli::parse();
-    (cli.logging, cli.command)
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,8 +223,14 @@ port (`ports = [\"80:80\"]` in its [[container]])."
     Kernel(KernelCommand),
     /// Manage an image store: import OCI and docker-archive images, inspect, mount, gc.
     Image(berth_imagefs::cli::ImageArgs),
-    /// Run a container in the foreground (needs root).
+    /// Run a container, in the foreground or detached (needs root).
     Run(Box<berth_buildroot::run::RunArgs>),
+    /// List the containers `berth run` started (needs root).
+    Ps(berth_buildroot::run::PsArgs),
+    /// Stop containers that `berth run` started (needs root).
+    Stop(berth_buildroot::run::StopArgs),
+    /// Show a detached container's output (needs root).
+    Logs(berth_buildroot::run::LogsArgs),
     /// Remove containers that `berth run` kept (needs root).
     Rm(berth_buildroot::run::RmArgs),
 }
@@ -250,6 +279,9 @@ fn run(command: Command, verbose: bool) -> Result<ExitCode, String> {
             }
         },
         Command::Rm(args) => berth_buildroot::run::rm(&args).map(|()| ExitCode::SUCCESS),
+        Command::Ps(args) => berth_buildroot::run::ps(&args).map(|()| ExitCode::SUCCESS),
+        Command::Stop(args) => berth_buildroot::run::stop(&args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => berth_buildroot::run::logs(&args).map(|()| ExitCode::SUCCESS),
         Command::Build {
             config,
             output,
@@ -384,6 +416,9 @@ mod tests {
             &["run", "--no-such-flag", "img"],
             &["run", "--memory"],
             &["run", "--version"],
+            &["run", "-it", "--entrypoint", "", "img", "sh"],
+            &["run", "-d", "-p", "80:80", "img"],
+            &["run", "-d", "-t", "img"],
         ];
         for case in cases {
             let argv = std::iter::once("berth").chain(case.iter().copied());

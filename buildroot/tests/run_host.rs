@@ -337,15 +337,83 @@ fn exit_codes_env_workdir_user() {
         err.contains("\"no-such-program\": executable file not found"),
         "{err}"
     );
-    let out = f.run(&["--rm", "no-such-image:latest", "true"]);
-    assert_eq!(out.status.code(), Some(127));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-image"));
     let out = f.run(&["--rm", "--memory", "lots", "busybox:latest", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory size \"lots\""));
     let out = f.run(&["--rm", "-u", "ghost", "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("user \"ghost\" is not in the image's /etc/passwd"));
+}
+
+/// Docker's codes: 125 berth failed, 126 the command cannot be executed, 127 it is not
+/// found; the container's own code otherwise.
+#[test]
+fn exit_codes_are_dockers() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["no-such-image:latest", "true"],
+            125,
+            "no image \"no-such-image:latest\"",
+        ),
+        (&["Busybox:latest", "true"], 125, "invalid reference format"),
+        (
+            &["--no-such-flag", "busybox:latest", "true"],
+            125,
+            "unexpected argument",
+        ),
+        (&["--memory"], 125, "a value is required"),
+        (&["busybox:latest", "/etc/passwd"], 126, "EACCES"),
+        (&["busybox:latest", "/etc"], 126, "is a directory"),
+        (
+            &["busybox:latest", "no-such-program"],
+            127,
+            "executable file not found",
+        ),
+        (&["busybox:latest", "/no/such/file"], 127, "not found"),
+        (
+            &["--init", "busybox:latest", "sh", "-c", "kill -USR1 $$"],
+            138,
+            "",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let mut argv = vec!["--rm"];
+        argv.extend_from_slice(args);
+        let out = f.run(&argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    // Help is not an error; a usage error before `run` is still run's; other
+    // subcommands keep clap's 2.
+    assert_eq!(f.run(&["--help"]).status.code(), Some(0));
+    let code = |argv: &[&str]| berth().args(argv).output().unwrap().status.code();
+    assert_eq!(
+        code(&["--verbose", "run", "--no-such-flag", "img"]),
+        Some(125)
+    );
+    assert_eq!(code(&["ps", "--no-such-flag"]), Some(2));
+    // `--entrypoint ''` resets the image's entrypoint: the command runs alone.
+    let f = Fixture::with_extra(
+        &[Entry::Dir {
+            path: "srv".into(),
+            mode: 0o755,
+        }],
+        RunConfig {
+            entrypoint: Some(vec!["/bin/false".into()]),
+            ..RunConfig::default()
+        },
+    );
+    let out = f.run(&["--rm", "custom:latest", "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(1), "the entrypoint runs");
+    let out = f.run(&["--rm", "--entrypoint", "", "custom:latest", "echo", "hi"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
@@ -398,7 +466,8 @@ fn runtime_binary_cannot_be_run_or_overwritten_from_inside() {
     );
     for program in ["/proc/self/exe", "/bin/evil"] {
         let out = f.run(&["--rm", "custom:latest", program]);
-        assert_eq!(out.status.code(), Some(127), "{program}");
+        // Found, and refused: "cannot execute", as Docker's 126.
+        assert_eq!(out.status.code(), Some(126), "{program}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("magic link"), "{program}: {err}");
     }
@@ -781,7 +850,8 @@ fn limits_need_the_controller_or_say_what_is_missing() {
         assert_eq!(out.status.code(), Some(125));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("the memory controller is not available"),
+            err.contains("the memory controller is not available")
+                && err.contains("pure cgroup v2"),
             "{err}"
         );
     }
@@ -801,7 +871,7 @@ fn a_fifo_where_passwd_should_be_fails_fast() {
     );
     let started = Instant::now();
     let out = f.run(&["--rm", "custom:latest", "true"]);
-    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("/etc/passwd") && err.contains("not a regular file"),
@@ -1004,4 +1074,363 @@ fn bridge_network_publishes_ports_names_peers_and_cleans_up() {
         assert!(Instant::now() < deadline, "veths left: {links}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `berth run -it IMAGE sh` under a terminal (python3's pty module plays the user's
+/// terminal): a prompt, typed input echoed and run, the shell's exit code, and the
+/// terminal back in its own mode afterwards.
+#[test]
+fn tty_gives_a_working_shell() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let script = r##"
+import fcntl, os, pty, select, struct, sys, termios, time
+def resize(fd, rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+pid, fd = pty.fork()
+if pid == 0:
+    resize(0, 24, 80)
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+def pump(seconds, until=None):
+    global out
+    end = time.time() + seconds
+    while time.time() < end and not (until and until in out):
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out += data
+pump(10, b"# ")
+raw = termios.tcgetattr(fd)
+os.write(fd, b"tty; stty size\r")
+pump(10, b"24 80")
+resize(fd, 30, 100)
+pump(0.5)
+os.write(fd, b"stty size; echo hi$((1+1)); exit 3\r")
+pump(10)
+_, status = os.waitpid(pid, 0)
+after = termios.tcgetattr(fd)
+sys.stdout.write(repr(out) + "\n")
+sys.stdout.write("raw %s\n" % (raw[3] & termios.ICANON == 0))
+sys.stdout.write("restored %s\n" % (after[3] & termios.ICANON != 0))
+sys.stdout.write("exit %d\n" % os.waitstatus_to_exitcode(status))
+"##;
+    let out = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_berth"), "run", "--store"])
+        .arg(f.store())
+        .args(["--rm", "-it", "busybox:latest", "sh"])
+        .output()
+        .expect("python3 is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hi2\\r\\n"), "{text}");
+    // A terminal of the container's own, as in Docker.
+    assert!(text.contains("/dev/pts/0\\r\\n"), "{text}");
+    // The pty has the terminal's size, and follows it (SIGWINCH).
+    assert!(text.contains("24 80\\r\\n"), "{text}");
+    assert!(text.contains("30 100\\r\\n"), "{text}");
+    assert!(
+        text.contains("raw True"),
+        "berth run's terminal in raw mode: {text}"
+    );
+    assert!(
+        text.contains("restored True"),
+        "terminal mode restored: {text}"
+    );
+    assert!(text.ends_with("exit 3\n"), "{text}");
+}
+
+/// `-d` prints the name and returns at once, also under `$(...)`, which waits for every
+/// holder of its pipe; the container runs on, `berth ps` and `berth logs` show it,
+/// `berth stop` sends SIGTERM and kills after --time, and the exit is recorded.
+#[test]
+fn detached_containers_are_listed_logged_and_stopped() {
+    if !need_root() {
+        return;
+    }
+    // Names unique to this run: cgroup leaves are named after containers, host-wide.
+    let bg = format!("bg-{}", std::process::id());
+    let stubborn = format!("stubborn-{}", std::process::id());
+    let busy = format!("busy-{}", std::process::id());
+    let shell = format!("shell-{}", std::process::id());
+    let reader = format!("reader-{}", std::process::id());
+    let usr1 = format!("usr1-{}", std::process::id());
+    let f = Fixture::new();
+    let cmd = |args: &[&str]| {
+        berth()
+            .args(args)
+            .arg("--store")
+            .arg(f.store())
+            .output()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let out = f.run(&[
+        "-d",
+        "--name",
+        &bg,
+        "busybox:latest",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; trap 'echo term; exit 7' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{bg}\n"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
+    let line = ps
+        .lines()
+        .find(|l| l.starts_with(&format!("{bg} ")))
+        .unwrap_or_default();
+    assert!(line.contains("running"), "{ps}");
+    let logs = cmd(&["logs", &bg]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\nerr\n");
+    // A follower ends when the container does.
+    let follower = berth()
+        .args(["logs", "-f", &bg, "--store"])
+        .arg(f.store())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut follower = KillOnDrop(Some(follower));
+    let out = cmd(&["stop", &bg]);
+    assert!(out.status.success(), "{out:?}");
+    let followed = follower.0.take().unwrap().wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&followed.stdout),
+        "out\nerr\nterm\n"
+    );
+    let ps = String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).into_owned();
+    assert!(ps.contains("exited (7)"), "{ps}");
+    assert!(!String::from_utf8_lossy(&cmd(&["ps"]).stdout).contains(&format!("{bg} ")));
+
+    // A PID 1 without a handler ignores SIGTERM: killed after --time.
+    let out = f.run(&["-d", "--name", &stubborn, "busybox:latest", "sleep", "600"]);
+    assert!(out.status.success(), "{out:?}");
+    let started = Instant::now();
+    let out = cmd(&["stop", "-t", "1", &stubborn]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ps = String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).into_owned();
+    assert!(ps.contains("exited (137)"), "{ps}");
+    for name in [&bg, &stubborn] {
+        assert!(cmd(&["rm", name]).status.success());
+    }
+    // The image's STOPSIGNAL is what `berth stop` sends first.
+    let g = Fixture::with_extra(
+        &[Entry::Dir {
+            path: "srv".into(),
+            mode: 0o755,
+        }],
+        RunConfig {
+            stop_signal: Some("SIGUSR1".into()),
+            ..RunConfig::default()
+        },
+    );
+    let out = g.run(&[
+        "-d",
+        "--name",
+        &usr1,
+        "custom:latest",
+        "sh",
+        "-c",
+        "trap 'exit 4' USR1; while :; do sleep 0.1; done",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let gcmd = |args: &[&str]| {
+        berth()
+            .args(args)
+            .arg("--store")
+            .arg(g.store())
+            .output()
+            .unwrap()
+    };
+    assert!(gcmd(&["stop", "-t", "5", &usr1]).status.success());
+    let ps = String::from_utf8_lossy(&gcmd(&["ps", "-a"]).stdout).into_owned();
+    assert!(ps.contains("exited (4)"), "{ps}");
+    // `-dit sh`: a shell on a terminal of its own, waiting on an open stdin; its
+    // prompt goes to the log.
+    let out = f.run(&["-dit", "--name", &shell, "busybox:latest", "sh"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&format!("{shell} ")) && l.contains("running")),
+        "{ps}"
+    );
+    let logs = String::from_utf8_lossy(&cmd(&["logs", &shell]).stdout).into_owned();
+    assert!(logs.contains("/ # "), "{logs:?}");
+    assert!(cmd(&["stop", "-t", "0", &shell]).status.success());
+    assert!(cmd(&["rm", &shell]).status.success());
+    let out = f.run(&["-di", "--name", &reader, "busybox:latest", "cat"]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = String::from_utf8_lossy(&cmd(&["ps"]).stdout).into_owned();
+    assert!(
+        ps.contains(&format!("{reader} ")) && ps.contains("running"),
+        "stdin stays open: {ps}"
+    );
+    assert!(cmd(&["stop", "-t", "0", &reader]).status.success());
+    assert!(cmd(&["rm", &reader]).status.success());
+    // A running detached container is removed only with --force.
+    let out = f.run(&["-d", "--name", &busy, "busybox:latest", "sleep", "600"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cmd(&["rm", &busy]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("container {busy} is running")));
+    assert!(cmd(&["rm", "-f", &busy]).status.success());
+    assert!(!String::from_utf8_lossy(&cmd(&["ps", "-a"]).stdout).contains(&busy));
+    // A start that fails is reported by `berth run -d` itself, with its code.
+    let out = f.run(&["-d", "busybox:latest", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
+    let left = std::fs::read_dir(f.store().join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "state left behind");
+}
+
+/// A foreground `berth run` killed with SIGKILL leaves its container running: `berth ps`
+/// finds it, and `berth stop` stops it and removes what `berth run` would have.
+#[test]
+fn the_orphan_of_a_killed_run_is_found_and_stopped() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let name = format!("orphan-{}", std::process::id());
+    let run = berth()
+        .args(["run", "--rm", "--name", &name, "--store"])
+        .arg(f.store())
+        .args(["busybox:latest", "sleep", "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = KillOnDrop(Some(run));
+    let record = f.store().join("containers").join(&name).join("run.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !record.exists() {
+        assert!(Instant::now() < deadline, "no record");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = run.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ps = berth()
+        .args(["ps", "--store"])
+        .arg(f.store())
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains(&name) && ps.contains("running"), "{ps}");
+    let out = berth()
+        .args(["stop", "-t", "1", &name, "--store"])
+        .arg(f.store())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cg = berth_runtime::cgroup::find_v2_mount(&info).unwrap();
+    assert!(!cg.join("berth/orphan").exists(), "cgroup left");
+    assert!(
+        !f.store().join("containers/orphan").exists(),
+        "--rm state left"
+    );
+}
+
+/// SIGTERM to a foreground `berth run` goes to the container's PID 1 (as `docker run`'s
+/// --sig-proxy), which ends as its program decides.
+#[test]
+fn sigterm_to_a_foreground_run_reaches_the_container() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let child = berth()
+        .args(["run", "--rm", "--store"])
+        .arg(f.store())
+        .args([
+            "busybox:latest",
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(Some(child));
+    let c = child.0.as_mut().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(c.wait().unwrap().code(), Some(9));
+}
+
+/// What the bridge network leaves on the host after a `berth run` that fails: nothing
+/// when the failure can be known before the network is touched (a missing image);
+/// after a start that failed in the container (a missing command) no lease, no port
+/// rule and no veth, only the bridge and the NAT table, which stay for other
+/// containers (as PID 1 keeps them).
+#[test]
+fn a_failed_run_leaves_no_network_state() {
+    if !need_root() {
+        return;
+    }
+    let f = Fixture::new();
+    let ns = TestNetns::new("fail");
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let store = f.store();
+    let store = store.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut argv = vec![berth, "run", "--rm", "--store", store, "-p", "8080:80"];
+        argv.extend_from_slice(args);
+        ns.command(&argv).stdin(Stdio::null()).output().unwrap()
+    };
+    let out = run(&["no-such-image:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let links = ns.exec(&["ip", "-o", "link"]);
+    assert!(!links.contains("berth0"), "{links}");
+    let tables = ns.exec(&["nft", "list", "tables"]);
+    assert!(tables.trim().is_empty(), "{tables}");
+    assert!(!f.store().join("network").exists());
+
+    let broken = format!("broken-{}", std::process::id());
+    let out = run(&["--name", &broken, "busybox:latest", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    let leases = std::fs::read_to_string(f.store().join("network/ipam.json")).unwrap_or_default();
+    assert!(!leases.contains(&broken), "{leases}");
+    let table = ns.exec(&["nft", "list", "ruleset"]);
+    assert!(!table.contains("dnat to"), "{table}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let veths = ns.exec(&["ip", "-o", "link", "show", "master", "berth0"]);
+        if veths.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "veths left: {veths}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // -p alone put the container on the bridge.
+    let out = run(&["busybox:latest", "sh", "-c", "ip -o -4 addr show eth0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("inet 10.88."),
+        "{out:?}"
+    );
 }

@@ -474,6 +474,7 @@ impl Supervisor {
             stdin: File::open("/dev/null").ok().map(OwnedFd::from),
             stdout: write.try_clone().ok(),
             stderr: Some(write),
+            console: None,
         };
         match runtime.begin(&unit.spec, stdio) {
             Ok(start) => {

@@ -21,7 +21,7 @@ use crate::spec::Limits;
 pub enum CgroupError {
     #[error("no cgroup v2 hierarchy is mounted (looked for a cgroup2 entry in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup`")]
     NoHierarchy,
-    #[error("the {controller} controller is not available in the cgroup v2 hierarchy at {mount} (it has: {available}); on a hybrid host it is still bound to cgroup v1, so {what} cannot be enforced")]
+    #[error("the {controller} controller is not available in the cgroup v2 hierarchy at {mount} (it has: {available}); on a hybrid host it is still bound to cgroup v1, so {what} cannot be enforced: limits need a host booted with pure cgroup v2 (systemd.unified_cgroup_hierarchy=1)")]
     MissingController {
         controller: &'static str,
         mount: PathBuf,

@@ -82,6 +82,10 @@ pub enum ChildError {
     MagicLink(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: nix::Error },
+    #[error("{0:?} is a directory, not an executable file")]
+    IsDirectory(String),
+    #[error("{0:?} is not a regular file")]
+    NotRegular(String),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
     #[error("container scratch space {path}: {source}")]
@@ -95,7 +99,41 @@ pub enum ChildError {
     Loopback(#[source] berth_netd::netlink::NetlinkError),
     #[error("joining the bridge network: {0}")]
     Network(#[source] berth_netd::container::AttachError),
+    #[error("the container's terminal: {step}: {source}")]
+    Console {
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
+
+/// Docker's exit codes for a container that never ran its program: the command was
+/// not found (127), found but could not be executed (126), or the runtime failed
+/// (125).
+pub const NOT_FOUND: u8 = 127;
+pub const CANNOT_EXECUTE: u8 = 126;
+pub const RUNTIME_FAILED: u8 = 125;
+
+impl ChildError {
+    /// The code `berth run` exits with for this failure, as `docker run` would.
+    pub fn exit_code(&self) -> u8 {
+        use nix::errno::Errno;
+        match self {
+            ChildError::NotFound(_) => NOT_FOUND,
+            ChildError::Exec {
+                source: Errno::ENOENT | Errno::ENOTDIR,
+                ..
+            } => NOT_FOUND,
+            ChildError::Exec { .. }
+            | ChildError::IsDirectory(_)
+            | ChildError::NotRegular(_)
+            | ChildError::MagicLink(_) => CANNOT_EXECUTE,
+            _ => RUNTIME_FAILED,
+        }
+    }
+}
+
+/// The report line, before `error`, that carries [`ChildError::exit_code`].
+pub const CODE_REPORT: &str = "error-code ";
 
 /// Everything the child needs, prepared by the parent before `clone3`.
 pub struct Setup<'a> {
@@ -113,6 +151,9 @@ pub struct Setup<'a> {
     pub volume_sources: Vec<PathBuf>,
     /// Descriptors for stdin, stdout, stderr; `None` keeps the inherited one.
     pub stdio: [Option<RawFd>; 3],
+    /// `berth run -t`: a socket to send the master of a pty allocated in the
+    /// container's own `/dev/pts` over, and the window size to give it.
+    pub console: Option<(RawFd, Option<libc::winsize>)>,
     pub sync: OwnedFd,
 }
 
@@ -125,12 +166,19 @@ pub fn run(mut setup: Setup<'_>) -> ! {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         setup_and_exec(&setup, netlink, sync)
     }));
-    let mut msg = match outcome {
+    let (code, mut msg) = match outcome {
         Ok(Ok(never)) => match never {},
-        Ok(Err(e)) => format!("error {}", berth_imagefs::error_chain(&e)),
-        Err(_) => "error the container's setup panicked (a bug in berth)".to_owned(),
+        Ok(Err(e)) => (
+            e.exit_code(),
+            format!("error {}", berth_imagefs::error_chain(&e)),
+        ),
+        Err(_) => (
+            RUNTIME_FAILED,
+            "error the container's setup panicked (a bug in berth)".to_owned(),
+        ),
     };
     msg.retain(|c| c != '\n');
+    report(sync, &format!("{CODE_REPORT}{code}"));
     report(sync, &msg);
     crate::sys::exit_now(SETUP_FAILED)
 }
@@ -309,6 +357,9 @@ fn setup_and_exec(
     }
     rootfs::pivot(&rootfs_path, root.as_fd())?;
     drop(root);
+    if let Some((socket, size)) = s.console {
+        open_console(socket, size.as_ref())?;
+    }
     let root = File::open("/")
         .map(OwnedFd::from)
         .map_err(|source| RootfsError::Resolve {
@@ -418,6 +469,41 @@ pub(crate) fn read_in_root(root: BorrowedFd<'_>, path: &'static str) -> Result<S
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Allocates a pty in the container's own `/dev/pts` (so that the program's `ttyname`
+/// is a path inside the container, `/dev/pts/0`), makes its slave stdin, stdout,
+/// stderr and the controlling terminal of this new session (job control, ^C to the
+/// foreground group, SIGWINCH on resizes), and sends the master to the caller over
+/// `socket`.
+fn open_console(socket: RawFd, size: Option<&libc::winsize>) -> Result<(), ChildError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |step| move |source| ChildError::Console { step, source };
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/pts/ptmx")
+        .map_err(err("opening /dev/pts/ptmx"))?;
+    let slave = sys::open_pty_peer(master.as_fd()).map_err(err("opening the pty's slave"))?;
+    if let Some(size) = size {
+        sys::set_window_size(master.as_fd(), size).map_err(err("setting its size"))?;
+    }
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| err("dup2")(e.into()))?;
+    }
+    drop(slave);
+    sys::set_controlling_terminal(0).map_err(err("TIOCSCTTY"))?;
+    let fds = [master.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        socket,
+        &[std::io::IoSlice::new(b"m")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| err("sending the master")(e.into()))?;
+    Ok(())
+}
+
 /// Finds the program the way `execvp` would, but inside the container's root only and
 /// never through a magic link: `/proc/self/exe` (or a symlink to it) would otherwise
 /// run the runtime's own binary inside the container (CVE-2019-5736).
@@ -448,11 +534,19 @@ pub(crate) fn find_executable(
         let rel = CString::new(candidate.trim_start_matches('/')).unwrap_or_default();
         match sys::openat2(root, &rel, OFlag::O_PATH, how) {
             Ok(fd) => {
-                let is_file = nix::sys::stat::fstat(fd.as_raw_fd())
-                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
-                    .unwrap_or(false);
-                if is_file {
+                let kind = nix::sys::stat::fstat(fd.as_raw_fd())
+                    .map(|st| st.st_mode & libc::S_IFMT)
+                    .unwrap_or(0);
+                if kind == libc::S_IFREG {
                     return Ok(candidate.clone());
+                }
+                // A path names one file: what it is decides (a $PATH search goes on).
+                if argv0.contains('/') {
+                    return Err(if kind == libc::S_IFDIR {
+                        ChildError::IsDirectory(candidate.clone())
+                    } else {
+                        ChildError::NotRegular(candidate.clone())
+                    });
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -462,4 +556,38 @@ pub(crate) fn find_executable(
         }
     }
     Err(ChildError::NotFound(argv0.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn failures_map_to_dockers_exit_codes() {
+        let exec = |source| ChildError::Exec {
+            path: "/bin/x".into(),
+            source,
+        };
+        assert_eq!(ChildError::NotFound("x".into()).exit_code(), 127);
+        assert_eq!(
+            exec(Errno::ENOENT).exit_code(),
+            127,
+            "a missing interpreter"
+        );
+        for cannot in [
+            exec(Errno::EACCES),
+            exec(Errno::ENOEXEC),
+            ChildError::IsDirectory("/etc".into()),
+            ChildError::NotRegular("/dev/null".into()),
+            ChildError::MagicLink("/proc/self/exe".into()),
+        ] {
+            assert_eq!(cannot.exit_code(), 126, "{cannot}");
+        }
+        let setup = ChildError::Workdir {
+            path: "/x".into(),
+            source: Errno::EPERM,
+        };
+        assert_eq!(setup.exit_code(), 125, "berth's own failure");
+    }
 }

@@ -37,6 +37,6 @@ pub mod spec;
 mod sys;
 pub mod volume;
 
-pub use spawn::{Exit, ProcessStatus, Running, Runtime, StartError, Starting, Stdio};
+pub use spawn::{Console, Exit, ProcessStatus, Running, Runtime, StartError, Starting, Stdio};
 pub use spec::{ContainerSpec, Network, SpecError};
 pub use sys::release_free_heap;

@@ -50,12 +50,33 @@ pub enum StartError {
     Pipe(nix::Error),
     #[error("clone3: {0}")]
     Clone(io::Error),
+    /// The child's report; `code` is Docker's exit code for it (see
+    /// [`child::ChildError::exit_code`]).
     #[error("container {name}: {message}")]
-    Setup { name: String, message: String },
+    Setup {
+        name: String,
+        message: String,
+        code: u8,
+    },
     #[error("container {name}: setup did not finish within {secs} s; killed")]
     Timeout { name: String, secs: u64 },
     #[error("container {name}: the setup process was killed for memory under the container's limit: {exit}")]
     SetupOomKilled { name: String, exit: Exit },
+}
+
+impl StartError {
+    /// The code `berth run` exits with for a start that failed, as `docker run`
+    /// would: 127 the program was not found, 126 it could not be executed, 137 the
+    /// setup was killed for memory, 125 anything else (berth itself failed).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Setup { code, .. } => *code,
+            StartError::SetupOomKilled { exit, .. } => {
+                u8::try_from(exit.code).unwrap_or(child::RUNTIME_FAILED)
+            }
+            _ => child::RUNTIME_FAILED,
+        }
+    }
 }
 
 /// The name of the gc hold a container keeps on its image while it exists: taken by
@@ -80,6 +101,26 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// A terminal for the container (`berth run -t`), allocated inside it: see
+    /// [`Console`].
+    pub console: Option<Console>,
+}
+
+/// The request for a terminal allocated in the container's own `/dev/pts`: the child
+/// makes the pty's slave its stdio and controlling terminal and sends the master back
+/// over `socket` (a Unix socket; [`Console::receive`] on the other end).
+#[derive(Debug)]
+pub struct Console {
+    pub socket: OwnedFd,
+    /// The window size to start with.
+    pub size: Option<libc::winsize>,
+}
+
+impl Console {
+    /// The pty's master, once the container runs, from the other end of the socket.
+    pub fn receive(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        sys::receive_fd(socket)
+    }
 }
 
 /// A container whose program is running.
@@ -306,6 +347,10 @@ impl Runtime {
             etc_contents,
             volume_sources,
             stdio: [raw(&stdio.stdin), raw(&stdio.stdout), raw(&stdio.stderr)],
+            console: stdio
+                .console
+                .as_ref()
+                .map(|c| (c.socket.as_raw_fd(), c.size)),
             sync: sync_write,
         };
         let mut namespaces =
@@ -432,6 +477,7 @@ impl Starting {
                     return Some(Err(StartError::Setup {
                         name: self.name.clone(),
                         message: format!("reading setup report: {e}"),
+                        code: child::RUNTIME_FAILED,
                     }))
                 }
             }
@@ -495,6 +541,7 @@ impl Starting {
                     break Err(StartError::Setup {
                         name: self.name.clone(),
                         message: format!("waiting for setup: {e}"),
+                        code: child::RUNTIME_FAILED,
                     })
                 }
             }
@@ -525,11 +572,16 @@ fn parse_report(report: &[u8], name: &str) -> Result<Option<i32>, StartError> {
     let text = String::from_utf8_lossy(report);
     let mut stop_signal = None;
     let mut execs = false;
+    let mut code = child::RUNTIME_FAILED;
     for line in text.lines() {
+        if let Some(c) = line.strip_prefix(child::CODE_REPORT) {
+            code = c.trim().parse().unwrap_or(child::RUNTIME_FAILED);
+        }
         if let Some(msg) = line.strip_prefix("error ") {
             return Err(StartError::Setup {
                 name: name.into(),
                 message: msg.to_string(),
+                code,
             });
         }
         if let Some(n) = line.strip_prefix("stop-signal ") {
@@ -543,6 +595,7 @@ fn parse_report(report: &[u8], name: &str) -> Result<Option<i32>, StartError> {
             message: "the setup process ended before running the program, without a report \
                       (killed by a signal, or out of memory under the container's limit?)"
                 .to_owned(),
+            code: child::RUNTIME_FAILED,
         });
     }
     Ok(stop_signal)
@@ -561,9 +614,11 @@ mod tests {
         assert_eq!(parse_report(b"exec\n", "c").unwrap(), None);
         let e = parse_report(b"stop-signal 3\nerror mounting /proc: EPERM\n", "c").unwrap_err();
         assert_eq!(e.to_string(), "container c: mounting /proc: EPERM");
+        assert_eq!(e.exit_code(), 125, "no code reported: berth failed");
         // execve failed after the child said it was about to run it.
-        let e = parse_report(b"exec\nerror /bin/x: ENOENT\n", "c").unwrap_err();
+        let e = parse_report(b"exec\nerror-code 127\nerror /bin/x: ENOENT\n", "c").unwrap_err();
         assert_eq!(e.to_string(), "container c: /bin/x: ENOENT");
+        assert_eq!(e.exit_code(), 127);
     }
 
     #[test]

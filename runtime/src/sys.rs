@@ -246,3 +246,76 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes a plain integer and never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal on `fd` the calling session leader's
+/// controlling terminal (tty_ioctl(4)).
+pub fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointer; a bad fd is an error.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Unlocks the pty master on `master` (`TIOCSPTLCK` with 0) and opens its slave
+/// (`TIOCGPTPEER`, Linux 4.13): the slave of this very master, whatever `/dev/pts`
+/// holds, without a path lookup.
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points at a live int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock as *const _) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new descriptor.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created for us and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the window size of the terminal on `fd` (`TIOCSWINSZ`).
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer, which points
+    // at a live one for the duration of the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size as *const _) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receives one descriptor sent with `SCM_RIGHTS` on `socket`.
+pub fn receive_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            let mut fds = fds.into_iter();
+            if let Some(fd) = fds.next() {
+                for extra in fds {
+                    let _ = nix::unistd::close(extra);
+                }
+                // SAFETY: the kernel installed this descriptor in our table for this
+                // message; nothing else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor in the message",
+    ))
+}

@@ -156,6 +156,7 @@ fn null_stdio() -> Stdio {
             File::options().write(true).open("/dev/null").unwrap(),
         )),
         stderr: None,
+        console: None,
     }
 }
 
