@@ -94,6 +94,13 @@ impl Args {
 
 /// Runs the API server; returns the process's exit code.
 pub fn main(args: &[String]) -> i32 {
+    // PID 1 blocks the signals it reads from its signalfd, and a child inherits the mask:
+    // unblocked here, SIGTERM (PID 1's stop at power-off) ends the process at once.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     let args = match Args::parse(args) {
         Ok(a) => a,
         Err(e) => {

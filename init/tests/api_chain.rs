@@ -121,7 +121,22 @@ fn pid1_loop(mut api: ApiServer, stop: Arc<AtomicBool>, pids: std::sync::mpsc::S
             }
         }
     }
+    // At power-off PID 1 SIGTERMs the API server, which inherited PID 1's blocked
+    // signals: it must unblock them to die of it.
+    let pid = api.pid().expect("the API server runs");
     api.stop();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGTERM, _)) => {
+                break
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => panic!("the API server did not die of SIGTERM: {other:?}"),
+        }
+    }
 }
 
 fn api_pid(api: &ApiServer) -> Option<i32> {
@@ -143,6 +158,15 @@ fn the_docker_cli_reaches_pid1_through_the_helper_and_survives_its_death() {
     let (pids_tx, pids) = std::sync::mpsc::channel();
     let loop_stop = stop.clone();
     let pid1 = std::thread::spawn(move || {
+        // As PID 1 does for its signalfd: the children inherit this mask.
+        let mut blocked = nix::sys::signal::SigSet::empty();
+        blocked.add(nix::sys::signal::Signal::SIGTERM);
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&blocked),
+            None,
+        )
+        .unwrap();
         let api = ApiServer::start_with(&config, helper, Instant::now());
         pid1_loop(api, loop_stop, pids_tx)
     });

@@ -170,6 +170,6 @@ fn the_docker_cli_drives_a_booted_host() {
     vm.system_powerdown().expect("power button");
     vm.wait_exit(Duration::from_secs(60)).expect("QEMU exits");
     let console = vm.console();
-    assert!(console.contains("api server stopped"), "{console}");
+    assert!(console.contains("container sleeper: stopped"), "{console}");
     assert!(!console.contains("cannot unmount"), "{console}");
 }
