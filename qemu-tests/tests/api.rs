@@ -86,13 +86,19 @@ fn the_docker_cli_drives_a_booted_host() {
         .deadline(Duration::from_secs(300))
         .spawn()
         .expect("start QEMU");
-    let console = vm
-        .wait_for("containers started", BOOT)
+    vm.wait_for("containers started", BOOT)
         .expect("containers started");
+    let console = vm.console();
     assert!(
         console.contains("tcp://0.0.0.0:2375 is plain TCP without TLS"),
         "no warning for plain TCP:\n{console}"
     );
+    for socket in ["unix:///run/berth/docker.sock", "tcp://0.0.0.0:2375"] {
+        assert!(
+            console.contains(&format!("api: listening on {socket}")),
+            "{socket}:\n{console}"
+        );
+    }
     let host = format!("tcp://127.0.0.1:{port}");
 
     // The API answers once its child is up.
