@@ -242,6 +242,20 @@ pub enum Request {
     },
 }
 
+/// As the log names it: `DISCOVER`, `REQUEST for 10.0.2.15 from 10.0.2.2`.
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Discover => f.write_str("DISCOVER"),
+            Request::Select { address, server } => {
+                write!(f, "REQUEST for {address} from {server}")
+            }
+            Request::Extend { address } => write!(f, "REQUEST to extend {address}"),
+            Request::Release { address, server } => write!(f, "RELEASE of {address} to {server}"),
+        }
+    }
+}
+
 /// An empty BOOTREQUEST for `xid` and `mac`, decoded from its 240 wire bytes.
 ///
 /// Not `Message::new_with_id`: that fills its defaults with `rand::random()`, whose
@@ -465,7 +479,7 @@ impl Client {
             &dest,
             socket::MsgFlags::empty(),
         ) {
-            log::warn!("dhcp {}: sending {request:?}: {e}", self.interface);
+            log::warn!("dhcp {}: sending {request}: {e}", self.interface);
         }
     }
 
@@ -659,6 +673,26 @@ fn sleep_until(at: Instant, stop: &AtomicBool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn requests_read_as_their_names() {
+        use super::Request;
+        let a = "10.0.2.15".parse().unwrap();
+        let s = "10.0.2.2".parse().unwrap();
+        assert_eq!(Request::Discover.to_string(), "DISCOVER");
+        assert_eq!(
+            Request::Select {
+                address: a,
+                server: s
+            }
+            .to_string(),
+            "REQUEST for 10.0.2.15 from 10.0.2.2"
+        );
+        assert_eq!(
+            Request::Extend { address: a }.to_string(),
+            "REQUEST to extend 10.0.2.15"
+        );
+    }
+
     use super::*;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
