@@ -31,6 +31,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::Info => info(server).await,
         Route::Events => events(server, &query).await,
         Route::ContainerList => container_list(server, &query).await,
+        Route::ContainerInspect(id) => container_inspect(server, id).await,
         Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
         Route::ImageList => image_list(server, &query).await,
         Route::ImageInspect(name) => image_inspect(server, name).await,
@@ -178,6 +179,16 @@ async fn container_list(server: &Server, query: &Query) -> Result<Reply, Reply> 
         .map(|c| wire::ContainerSummary::of(c, now))
         .collect();
     Ok(json(StatusCode::OK, &rows))
+}
+
+/// `/containers/{id}/json`: `docker inspect`.
+async fn container_inspect(server: &Server, reference: String) -> Result<Reply, Reply> {
+    match ask(server, ApiRequest::InspectContainer { reference }).await? {
+        ApiResponse::Container(view) => {
+            Ok(json(StatusCode::OK, &wire::ContainerInspect::of(&view)))
+        }
+        other => Err(unexpected("inspect container", &other)),
+    }
 }
 
 /// `/containers/create?name=…`: 201 with the new id.

@@ -378,6 +378,277 @@ impl ContainerSummary {
     }
 }
 
+/// `/containers/{id}/json`: `docker inspect`, in the fields clients read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub state: InspectState,
+    pub image: String,
+    pub resolv_conf_path: String,
+    pub hostname_path: String,
+    pub hosts_path: String,
+    pub log_path: String,
+    pub name: String,
+    pub restart_count: u32,
+    pub driver: String,
+    pub platform: String,
+    pub mount_label: String,
+    pub process_label: String,
+    pub app_armor_profile: String,
+    #[serde(rename = "ExecIDs")]
+    pub exec_ids: Option<Vec<String>>,
+    pub host_config: InspectHostConfig,
+    pub graph_driver: GraphDriverData,
+    pub mounts: Vec<serde_json::Value>,
+    pub config: InspectConfig,
+    pub network_settings: InspectNetworkSettings,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectState {
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: u32,
+    pub exit_code: i32,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<InspectHealth>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectHealth {
+    pub status: String,
+    pub failing_streak: u32,
+    pub log: Vec<serde_json::Value>,
+}
+
+/// A published port as `HostConfig.PortBindings` and `NetworkSettings.Ports` show it.
+#[derive(Debug, Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectHostConfig {
+    pub binds: Vec<String>,
+    pub network_mode: String,
+    pub port_bindings: BTreeMap<String, Vec<PortBinding>>,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub memory: u64,
+    pub nano_cpus: u64,
+    pub pids_limit: u64,
+    pub readonly_rootfs: bool,
+    pub init: bool,
+    pub privileged: bool,
+    pub tmpfs: BTreeMap<String, String>,
+    pub log_config: LogConfig,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriverData {
+    pub name: String,
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+    pub image: String,
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: String,
+    pub stop_timeout: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectNetworkSettings {
+    pub bridge: String,
+    #[serde(rename = "SandboxID")]
+    pub sandbox_id: String,
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    pub gateway: String,
+    pub mac_address: String,
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+impl ContainerInspect {
+    pub fn of(c: &ContainerView) -> ContainerInspect {
+        use berth_proto::api::ContainerState as S;
+        let d = &c.details;
+        let mut ports: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
+        for p in &c.ports {
+            ports
+                .entry(format!("{}/{}", p.private_port, p.protocol))
+                .or_default()
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone().unwrap_or_default(),
+                    host_port: p.host_port.map(|n| n.to_string()).unwrap_or_default(),
+                });
+        }
+        let (restart_name, restart_max) = match d.restart.split_once(':') {
+            Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(0)),
+            None => (d.restart.clone(), 0),
+        };
+        let summary = ContainerSummary::of(c, 0);
+        let zero_time = "0001-01-01T00:00:00Z".to_owned();
+        ContainerInspect {
+            id: c.id.clone(),
+            created: crate::time::format_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.created.max(0) as u64),
+            ),
+            path: c.command.first().cloned().unwrap_or_default(),
+            args: c.command.iter().skip(1).cloned().collect(),
+            state: InspectState {
+                status: c.state.as_str().to_owned(),
+                running: matches!(c.state, S::Running | S::Paused | S::Restarting),
+                paused: c.state == S::Paused,
+                restarting: c.state == S::Restarting,
+                oom_killed: c.oom_killed,
+                dead: c.state == S::Dead,
+                pid: c.pid.unwrap_or(0),
+                exit_code: c.exit_code.unwrap_or(0),
+                error: d.error.clone(),
+                started_at: c.started_at.clone().unwrap_or_else(|| zero_time.clone()),
+                finished_at: c.finished_at.clone().unwrap_or_else(|| zero_time.clone()),
+                health: c.health.as_ref().map(|h| InspectHealth {
+                    status: h.clone(),
+                    failing_streak: 0,
+                    log: Vec::new(),
+                }),
+            },
+            image: c.image_id.clone().unwrap_or_else(|| c.image.clone()),
+            resolv_conf_path: String::new(),
+            hostname_path: String::new(),
+            hosts_path: String::new(),
+            log_path: d.log_path.clone(),
+            name: format!("/{}", c.name),
+            restart_count: c.restart_count,
+            driver: "overlay2".to_owned(),
+            platform: "linux".to_owned(),
+            mount_label: String::new(),
+            process_label: String::new(),
+            app_armor_profile: String::new(),
+            exec_ids: None,
+            host_config: InspectHostConfig {
+                binds: d.binds.clone(),
+                network_mode: c.network_mode.clone(),
+                port_bindings: ports.clone(),
+                restart_policy: RestartPolicy {
+                    name: restart_name,
+                    maximum_retry_count: restart_max,
+                },
+                auto_remove: d.auto_remove,
+                cap_add: d.cap_add.clone(),
+                cap_drop: d.cap_drop.clone(),
+                memory: d.memory_bytes,
+                nano_cpus: d.nano_cpus,
+                pids_limit: d.pids_limit,
+                readonly_rootfs: d.read_only,
+                init: d.init,
+                privileged: false,
+                tmpfs: d.tmpfs.iter().map(|t| (t.clone(), String::new())).collect(),
+                log_config: LogConfig {
+                    kind: "json-file".to_owned(),
+                    config: BTreeMap::new(),
+                },
+            },
+            graph_driver: GraphDriverData {
+                name: "overlay2".to_owned(),
+                data: BTreeMap::new(),
+            },
+            mounts: Vec::new(),
+            config: InspectConfig {
+                hostname: d.hostname.clone(),
+                domainname: String::new(),
+                user: d.user.clone(),
+                attach_stdin: false,
+                attach_stdout: !d.tty,
+                attach_stderr: !d.tty,
+                exposed_ports: ports
+                    .keys()
+                    .map(|k| (k.clone(), serde_json::json!({})))
+                    .collect(),
+                tty: d.tty,
+                open_stdin: d.open_stdin,
+                stdin_once: false,
+                env: d.env.clone(),
+                cmd: c.command.clone(),
+                image: c.image.clone(),
+                volumes: BTreeMap::new(),
+                working_dir: d.working_dir.clone(),
+                entrypoint: None,
+                labels: c.labels.clone(),
+                stop_signal: d.stop_signal.clone(),
+                stop_timeout: d.stop_timeout_secs,
+            },
+            network_settings: InspectNetworkSettings {
+                bridge: String::new(),
+                sandbox_id: String::new(),
+                ports,
+                ip_address: c.ip_address.clone().unwrap_or_default(),
+                ip_prefix_len: if c.ip_address.is_some() { 16 } else { 0 },
+                gateway: String::new(),
+                mac_address: String::new(),
+                networks: summary.network_settings.networks,
+            },
+        }
+    }
+}
+
 /// `docker ps`'s STATUS column, as dockerd words it.
 pub fn human_status(c: &ContainerView, now: i64) -> String {
     use berth_proto::api::ContainerState as S;
@@ -465,6 +736,7 @@ mod tests {
             }],
             network_mode: "bridge".into(),
             ip_address: Some("10.88.0.2".into()),
+            details: Default::default(),
         }
     }
 

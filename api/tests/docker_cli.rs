@@ -46,6 +46,7 @@ fn view(n: u8, name: &str, state: ContainerState, origin: &str) -> ContainerView
         }],
         network_mode: "bridge".to_owned(),
         ip_address: Some("10.88.0.2".to_owned()),
+        details: Default::default(),
     }
 }
 
@@ -100,10 +101,19 @@ impl Backend for Fake {
                     }
                 }
             }
-            ApiRequest::InspectContainer { reference } => ApiResponse::Failed(Failure {
-                kind: FailureKind::NotFound,
-                message: format!("No such container: {reference}"),
-            }),
+            ApiRequest::InspectContainer { reference } => {
+                let all = self.containers.lock().unwrap();
+                match all
+                    .iter()
+                    .find(|c| c.name == reference || c.id.starts_with(&reference))
+                {
+                    Some(c) => ApiResponse::Container(Box::new(c.clone())),
+                    None => ApiResponse::Failed(Failure {
+                        kind: FailureKind::NotFound,
+                        message: format!("No such container: {reference}"),
+                    }),
+                }
+            }
         };
         Box::pin(async move { Ok(answer) })
     }
@@ -255,6 +265,30 @@ fn the_docker_cli_reads_version_info_and_ps() {
         ],
     );
     assert!(by_exit.trim().starts_with("Exited (3) "), "{by_exit}");
+
+    // inspect, in the shape clients index into.
+    let inspect = docker_ok(
+        &sock,
+        &["container", "inspect", "web", "--format", "{{.Name}} {{.State.Status}} {{.State.Running}} {{.Path}} {{json .Args}} {{json .NetworkSettings.Ports}} {{.HostConfig.LogConfig.Type}}"],
+    );
+    assert_eq!(
+        inspect.trim(),
+        r#"/web running true sleep ["1000"] {"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]} json-file"#
+    );
+    let exited = docker_ok(
+        &sock,
+        &[
+            "container",
+            "inspect",
+            "job",
+            "--format",
+            "{{.State.ExitCode}} {{.State.FinishedAt}}",
+        ],
+    );
+    assert_eq!(exited.trim(), "3 2023-11-14T22:13:25Z");
+    let (ok, _, err) = docker(&sock, &["container", "inspect", "nope"]);
+    assert!(!ok);
+    assert!(err.contains("No such container: nope"), "{err}");
 
     // Filters berth does not know are refused by name, as dockerd refuses them.
     let (ok, _, err) = docker(&sock, &["ps", "--filter", "bogus=1"]);

@@ -270,6 +270,7 @@ mod tests {
             ports: Vec::new(),
             network_mode: "bridge".to_owned(),
             ip_address: None,
+            details: Default::default(),
         }
     }
 

@@ -44,6 +44,11 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// The log file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// A sink writing to `path`, mirroring to the console within `console_share` bytes
     /// per second when there is one (see [`crate::klog::console_share`]).
     pub fn new(name: &str, path: PathBuf, console_share: Option<usize>) -> LogSink {

@@ -50,6 +50,7 @@ impl ContainerHost for Host {
             ports: Vec::new(),
             network_mode: "bridge".into(),
             ip_address: None,
+            details: Default::default(),
         }]
     }
     fn inspect(&self, reference: &str) -> Result<ContainerView, Failure> {

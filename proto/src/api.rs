@@ -264,6 +264,40 @@ pub struct ContainerView {
     pub network_mode: String,
     /// The container's address on the bridge.
     pub ip_address: Option<String>,
+    /// What `docker inspect` shows beyond the list.
+    pub details: ContainerDetails,
+}
+
+/// The configuration half of `docker inspect`: what the container was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerDetails {
+    /// `KEY=value` set by the container's config (the image's own come on top at start).
+    pub env: Vec<String>,
+    pub hostname: String,
+    pub working_dir: String,
+    pub user: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    pub restart: String,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+    pub pids_limit: u64,
+    pub read_only: bool,
+    pub auto_remove: bool,
+    pub init: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `SOURCE:TARGET[:ro]` as Docker's `Binds` reads.
+    pub binds: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub stop_signal: String,
+    pub stop_timeout_secs: u32,
+    /// The container's log file on the host.
+    pub log_path: String,
+    /// The error of its last failed start, if any.
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -172,6 +172,15 @@ fn the_docker_cli_drives_a_booted_host() {
         "{ids}"
     );
 
+    let (ok, inspect, err) = docker(&cli, &host, &["container", "inspect", "sleeper", "--format", "{{.State.Running}} {{.Config.Hostname}} {{.HostConfig.RestartPolicy.Name}} {{.LogPath}}"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        inspect.trim(),
+        "true sleeper no /var/lib/berth/containers/sleeper/log"
+    );
+    let (ok, _, err) = docker(&cli, &host, &["container", "inspect", "nothing"]);
+    assert!(!ok && err.contains("No such container: nothing"), "{err}");
+
     // The ACPI power button still stops everything in order.
     vm.system_powerdown().expect("power button");
     vm.wait_exit(Duration::from_secs(60)).expect("QEMU exits");

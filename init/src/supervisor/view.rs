@@ -4,9 +4,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::api::{
-    ContainerState, ContainerView, CreateSpec, Failure, FailureKind, PortView, SystemInfo,
+    ContainerDetails, ContainerState, ContainerView, CreateSpec, Failure, FailureKind, PortView,
+    SystemInfo,
 };
-use berth_runtime::spec::Network;
+use berth_runtime::spec::{Network, VolumeSource};
 
 use super::{State, Supervisor, Unit};
 use crate::api::{failure, ContainerHost};
@@ -87,6 +88,7 @@ impl Unit {
                     host_port: Some(p.host_port),
                 })
                 .collect(),
+            details: self.details(),
             network_mode: match self.config.network {
                 crate::workload::NetworkMode::Bridge => "bridge",
                 crate::workload::NetworkMode::Host => "host",
@@ -94,6 +96,58 @@ impl Unit {
             }
             .to_owned(),
             ip_address,
+        }
+    }
+}
+
+impl Unit {
+    /// The configuration half of `docker inspect`.
+    fn details(&self) -> ContainerDetails {
+        let spec = &self.spec;
+        let signal_name = |n: i32| {
+            nix::sys::signal::Signal::try_from(n).map_or(n.to_string(), |s| s.as_str().to_owned())
+        };
+        ContainerDetails {
+            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            hostname: spec.hostname().to_owned(),
+            working_dir: spec.workdir.clone().unwrap_or_default(),
+            user: spec.user.clone().unwrap_or_default(),
+            tty: false,
+            open_stdin: false,
+            restart: self.config.restart.to_string(),
+            memory_bytes: spec.limits.memory.unwrap_or(0),
+            nano_cpus: spec.limits.cpus.map_or(0, |c| (c * 1e9) as u64),
+            pids_limit: spec.limits.pids.unwrap_or(0),
+            read_only: spec.read_only,
+            auto_remove: false,
+            init: spec.init,
+            cap_add: spec.cap_add.iter().map(|c| c.to_string()).collect(),
+            cap_drop: if spec.cap_drop_all {
+                vec!["ALL".to_owned()]
+            } else {
+                spec.cap_drop.iter().map(|c| c.to_string()).collect()
+            },
+            binds: spec
+                .volumes
+                .iter()
+                .map(|v| {
+                    let source = match &v.source {
+                        VolumeSource::Named(n) => n.clone(),
+                        VolumeSource::Host(p) => p.display().to_string(),
+                    };
+                    let ro = if v.read_only { ":ro" } else { "" };
+                    format!("{source}:{}{ro}", v.target)
+                })
+                .collect(),
+            tmpfs: spec.tmpfs.clone(),
+            stop_signal: self
+                .config
+                .stop_signal
+                .as_ref()
+                .map_or("SIGTERM".to_owned(), |s| signal_name(s.0)),
+            stop_timeout_secs: self.config.stop_timeout.0.as_secs() as u32,
+            log_path: self.log.path().display().to_string(),
+            error: String::new(),
         }
     }
 }
