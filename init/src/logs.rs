@@ -2,8 +2,9 @@
 //! keep the order the container wrote them), drained by PID 1 whenever it is
 //! readable, so a container never blocks on output while PID 1 runs.
 //!
-//! Each complete line goes to `<state>/containers/<name>/log` with an RFC 3339 UTC
-//! timestamp; the file is rotated to `log.1` at [`ROTATE_BYTES`], so a container
+//! Each complete line goes to `<state>/containers/<name>/log` as Docker's `json-file`
+//! driver writes it (see [`json_entry`]), which `docker logs` reads back; the file is
+//! rotated to `log.1` at [`ROTATE_BYTES`], so a container
 //! holds at most twice that. Lines are also mirrored to the console as
 //! `name | line`, each container within its own share of one console budget
 //! ([`crate::klog::console_share`]): a serial console is slow, and PID 1 writes it
@@ -132,15 +133,18 @@ impl LogSink {
         }
     }
 
-    /// A line the supervisor itself adds (start, exit), in the file only.
+    /// A line the supervisor itself adds (start, exit), in the file only, on the stream
+    /// `berth`, which `docker logs` does not show.
     pub fn note(&mut self, text: &str) {
-        self.write_file(format!("{} berth: {text}\n", rfc3339_now()).as_bytes());
+        let entry = json_entry(text, NOTE_STREAM);
+        self.write_file(&entry);
     }
 
     fn line(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        self.write_file(format!("{} {text}\n", rfc3339_now()).as_bytes());
+        let entry = json_entry(text, "stdout");
+        self.write_file(&entry);
         self.mirror(text);
     }
 
@@ -233,6 +237,29 @@ pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
+/// The stream of the supervisor's own notes in a log.
+pub const NOTE_STREAM: &str = "berth";
+
+/// One line of the log as Docker's `json-file` driver writes it:
+/// `{"log":"text\n","stream":"stdout","time":"2026-11-23T15:04:05.123Z"}`. Output and
+/// errors share one pipe (so that their order is kept), so every line is `stdout`.
+fn json_entry(text: &str, stream: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        log: String,
+        stream: &'a str,
+        time: String,
+    }
+    let entry = Entry {
+        log: format!("{text}\n"),
+        stream,
+        time: rfc3339_now(),
+    };
+    let mut bytes = serde_json::to_vec(&entry).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// The current UTC time as `2026-11-23T15:04:05.123Z`.
 pub fn rfc3339_now() -> String {
     let d = SystemTime::now()
@@ -282,8 +309,23 @@ mod tests {
         sink.feed(b"one\ntw");
         sink.feed(b"o\n");
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(lines, ["one", "two"]);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let logs: Vec<&str> = lines.iter().map(|l| l["log"].as_str().unwrap()).collect();
+        assert_eq!(logs, ["one\n", "two\n"]);
+        assert!(lines.iter().all(|l| l["stream"] == "stdout"));
+        assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+        sink.note("started (pid 7)");
+        let note = std::fs::read_to_string(&path).unwrap();
+        let note: serde_json::Value = serde_json::from_str(note.lines().last().unwrap()).unwrap();
+        assert_eq!(note["stream"], NOTE_STREAM);
+        // What a container prints is data, never markup: quotes and controls are escaped.
+        sink.feed(b"a \"quoted\" \x1b[31mred\n");
+        let last = std::fs::read_to_string(&path).unwrap();
+        let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+        assert_eq!(last["log"], "a \"quoted\" \u{1b}[31mred\n");
         let long = vec![b'x'; 4096];
         for _ in 0..300 {
             sink.feed(&long);
@@ -318,11 +360,9 @@ mod tests {
         // Everything was read: the pipe reports end of file and the last line is in.
         assert!(!sink.drain(r.as_fd()));
         let text = std::fs::read_to_string(dir.path().join("log")).unwrap();
-        assert!(
-            text.ends_with(" y\n"),
-            "{:?}",
-            &text[text.len().saturating_sub(40)..]
-        );
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap();
+        assert_eq!(last["log"], "y\n");
     }
 
     #[test]
