@@ -32,6 +32,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::Events => events(server, &query).await,
         Route::ContainerList => container_list(server, &query).await,
         Route::ContainerInspect(id) => container_inspect(server, id).await,
+        Route::ContainerLogs(id) => container_logs(server, id, &query).await,
         Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
         Route::ImageList => image_list(server, &query).await,
         Route::ImageInspect(name) => image_inspect(server, name).await,
@@ -189,6 +190,112 @@ async fn container_inspect(server: &Server, reference: String) -> Result<Reply, 
         }
         other => Err(unexpected("inspect container", &other)),
     }
+}
+
+async fn container_view(server: &Server, reference: String) -> Result<ContainerView, Reply> {
+    match ask(server, ApiRequest::InspectContainer { reference }).await? {
+        ApiResponse::Container(view) => Ok(*view),
+        other => Err(unexpected("inspect container", &other)),
+    }
+}
+
+/// `/containers/{id}/logs`: the log as `docker logs` shows it; with `follow`, what
+/// comes next too, until the container stops (or `until`, or the client leaves).
+async fn container_logs(server: &Server, reference: String, query: &Query) -> Result<Reply, Reply> {
+    use crate::logs::{select, Follower, Selection};
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+    let view = container_view(server, reference).await?;
+    let tail = match query.get("tail").filter(|t| !t.is_empty() && *t != "all") {
+        None => None,
+        Some(t) => Some(
+            t.parse::<usize>()
+                .map_err(|_| bad(format!("tail: {t:?} is not a number or \"all\"")))?,
+        ),
+    };
+    let sel = Selection {
+        stdout: query.bool("stdout"),
+        stderr: query.bool("stderr"),
+        since: event_time(query, "since").map_err(bad)?.filter(|s| *s > 0),
+        until: event_time(query, "until").map_err(bad)?.filter(|u| *u > 0),
+        tail,
+        timestamps: query.bool("timestamps"),
+        tty: view.details.tty,
+    };
+    if !sel.stdout && !sel.stderr {
+        return Err(bad(
+            "Bad parameters: you must choose at least one stream".to_owned()
+        ));
+    }
+    let log = std::path::PathBuf::from(&view.details.log_path);
+    let running = matches!(
+        view.state,
+        ContainerState::Running | ContainerState::Restarting
+    );
+    let follow = query.bool("follow") && running;
+    // Subscribed before the files are read, so that a stop in between is not missed.
+    let (_, mut live) = server.events().subscribe(None);
+    let (past, follower) = {
+        let log = log.clone();
+        let sel = sel.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = std::fs::read(log.with_extension("1")).unwrap_or_default();
+            let now = std::fs::read(&log).unwrap_or_default();
+            let follower = Follower::at_end(&log);
+            (select(&[&old, &now], &sel), follower)
+        })
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reading the log: {e}"),
+            )
+        })?
+    };
+    let (tx, body) = crate::stream::async_channel();
+    let id = view.id.clone();
+    let tty = sel.tty;
+    tokio::spawn(async move {
+        for e in &past {
+            if tx.send(Ok(sel.render(e))).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut follower = follower;
+        let mut stopped = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                e = live.recv() => {
+                    if let Ok(e) = e {
+                        stopped |= e.kind == "container"
+                            && e.actor.id == id
+                            && matches!(e.action.as_str(), "die" | "destroy");
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+            for e in follower.read_new().iter().filter(|e| sel.wants(e)) {
+                if tx.send(Ok(sel.render(e))).await.is_err() {
+                    return;
+                }
+            }
+            if stopped || sel.until.is_some_and(|u| now_nano() > u) {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(http_body_util::BodyExt::boxed(body));
+    let kind = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static(kind));
+    Ok(r)
 }
 
 /// `/containers/create?name=…`: 201 with the new id.

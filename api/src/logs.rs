@@ -46,7 +46,8 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn wants(&self, e: &Entry) -> bool {
+    /// Whether `e` is among what was asked for (streams, `since`, `until`).
+    pub fn wants(&self, e: &Entry) -> bool {
         let stream_ok = match e.stream.as_str() {
             "stdout" => self.stdout,
             "stderr" => self.stderr,
@@ -137,6 +138,63 @@ pub fn select(files: &[&[u8]], sel: &Selection) -> Vec<Entry> {
     all
 }
 
+/// Reads a growing log file from where the last read stopped, across its rotation to
+/// `log.1` (told by the inode changing under the name).
+pub struct Follower {
+    path: std::path::PathBuf,
+    inode: Option<u64>,
+    offset: u64,
+}
+
+impl Follower {
+    /// Starts at the current end of `path`: what is there was sent already.
+    pub fn at_end(path: &std::path::Path) -> Follower {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok();
+        Follower {
+            path: path.to_owned(),
+            inode: meta.as_ref().map(|m| m.ino()),
+            offset: meta.map_or(0, |m| m.len()),
+        }
+    }
+
+    /// The entries written since the last call.
+    pub fn read_new(&mut self) -> Vec<Entry> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let now = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if now.is_some() && now != self.inode {
+            // Rotated: finish the old file (now log.1), then start the new one.
+            if self.inode.is_some() {
+                let rotated = self.path.with_extension("1");
+                out.extend(self.read_from(&rotated));
+            }
+            self.inode = now;
+            self.offset = 0;
+        }
+        let path = self.path.clone();
+        out.extend(self.read_from(&path));
+        out
+    }
+
+    fn read_from(&mut self, path: &std::path::Path) -> Vec<Entry> {
+        use std::io::{Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return Vec::new();
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        match parse(f) {
+            Ok((entries, consumed)) => {
+                self.offset += consumed;
+                entries
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +251,38 @@ mod tests {
             },
         );
         assert_eq!(last[0].log, "two\n");
+    }
+
+    #[test]
+    fn following_across_a_rotation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let line = |t: &str| {
+            format!(
+                "{{\"log\":\"{t}\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}}\n"
+            )
+        };
+        std::fs::write(&log, line("old")).unwrap();
+        let mut f = Follower::at_end(&log);
+        assert!(f.read_new().is_empty(), "what was there is not repeated");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(line("one").as_bytes()).unwrap();
+        file.write_all(b"{\"log\":\"ha").unwrap();
+        assert_eq!(
+            f.read_new()
+                .iter()
+                .map(|e| e.log.as_str())
+                .collect::<Vec<_>>(),
+            ["one\n"]
+        );
+        file.write_all(b"lf\\n\",\"stream\":\"stdout\",\"time\":\"2024-05-01T12:00:00Z\"}\n")
+            .unwrap();
+        // Rotation: the rest of the old file, then the new one.
+        std::fs::rename(&log, dir.path().join("log.1")).unwrap();
+        std::fs::write(&log, line("two")).unwrap();
+        let got: Vec<String> = f.read_new().into_iter().map(|e| e.log).collect();
+        assert_eq!(got, ["half\n", "two\n"]);
     }
 
     #[test]

@@ -127,7 +127,11 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
     let store = dir.path().join("store");
     let backend = Arc::new(Fake {
         containers: std::sync::Mutex::new(vec![
-            view(1, "web", ContainerState::Running, "host.toml"),
+            {
+                let mut web = view(1, "web", ContainerState::Running, "host.toml");
+                web.details.log_path = dir.path().join("web.log").display().to_string();
+                web
+            },
             view(2, "job", ContainerState::Exited, "api"),
             view(3, "fresh", ContainerState::Created, "api"),
         ]),
@@ -301,6 +305,67 @@ fn the_docker_cli_reads_version_info_and_ps() {
         err.contains("cannot pull images from a registry yet"),
         "{err}"
     );
+}
+
+fn log_line(text: &str, time: &str) -> String {
+    format!("{{\"log\":\"{text}\\n\",\"stream\":\"stdout\",\"time\":\"{time}\"}}\n")
+}
+
+#[test]
+fn the_docker_cli_reads_logs() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let (dir, sock) = start(Limits::default());
+    let log = dir.path().join("web.log");
+    let mut text = log_line("first", "2024-05-01T12:00:00Z");
+    text.push_str(
+        "{\"log\":\"started (pid 7)\\n\",\"stream\":\"berth\",\"time\":\"2024-05-01T12:00:00Z\"}\n",
+    );
+    text.push_str(&log_line("second", "2024-05-01T12:00:01Z"));
+    std::fs::write(&log, text).unwrap();
+    assert_eq!(docker_ok(&sock, &["logs", "web"]), "first\nsecond\n");
+    assert_eq!(
+        docker_ok(&sock, &["logs", "--tail", "1", "web"]),
+        "second\n"
+    );
+    assert_eq!(
+        docker_ok(
+            &sock,
+            &["logs", "-t", "--since", "2024-05-01T12:00:01Z", "web"]
+        ),
+        "2024-05-01T12:00:01Z second\n"
+    );
+    // Follow: what is appended arrives, until `until`.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let follow = Command::new(docker_cli().unwrap())
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("DOCKER_CONFIG", dir.path())
+        .args([
+            "logs",
+            "-f",
+            "--tail",
+            "0",
+            "--until",
+            &until.to_string(),
+            "web",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(log_line("third", "2024-05-01T12:00:02Z").as_bytes())
+        .unwrap();
+    let out = follow.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "third\n");
+    let (ok, _, err) = docker(&sock, &["logs", "nope"]);
+    assert!(!ok && err.contains("No such container: nope"), "{err}");
 }
 
 #[test]

@@ -404,6 +404,10 @@ fn wait_for_request(
         netd.tick(Instant::now());
         api.tick(Instant::now());
         supervisor.tick(Instant::now());
+        // Before the loop sleeps: what the last round changed reaches the API now.
+        for event in supervisor.take_events() {
+            api.publish(event);
+        }
         let deadline = [
             supervisor.next_deadline(),
             netd.next_deadline(),

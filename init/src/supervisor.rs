@@ -97,6 +97,28 @@ struct Unit {
     started_at: Option<SystemTime>,
     finished_at: Option<SystemTime>,
     last_exit: Option<Exit>,
+    /// What happened to it since the API last heard, oldest first (see
+    /// [`Supervisor::take_events`]).
+    news: Vec<News>,
+}
+
+/// A change of a container the API reports as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum News {
+    Start,
+    Die(i32),
+}
+
+/// A container's news kept for the API at most: older news is dropped first.
+const MAX_NEWS: usize = 16;
+
+impl Unit {
+    fn announce(&mut self, news: News) {
+        if self.news.len() == MAX_NEWS {
+            self.news.remove(0);
+        }
+        self.news.push(news);
+    }
 }
 
 impl Unit {
@@ -202,6 +224,7 @@ impl Supervisor {
                     started_at: None,
                     finished_at: None,
                     last_exit: None,
+                    news: Vec::new(),
                 }
             })
             .collect();
@@ -505,6 +528,7 @@ impl Supervisor {
         let exit = Exit::failed_setup(reaped);
         unit.finished_at = Some(SystemTime::now());
         unit.last_exit = Some(exit);
+        unit.announce(News::Die(exit.code));
         Self::after_exit(unit, exit, Duration::ZERO);
     }
 
@@ -539,6 +563,7 @@ impl Supervisor {
                     .map(|h| Health::new(h, Instant::now()));
                 unit.state = State::Running(Box::new(start.into_running(stop_signal)));
                 unit.started_at = Some(SystemTime::now());
+                unit.announce(News::Start);
             }
             Some(Err(e)) => {
                 Self::report_start_error(&mut unit.log, &e);
@@ -630,6 +655,7 @@ impl Supervisor {
         let exit = Exit::from_wait(status, run.leaf.oom_kills());
         unit.finished_at = Some(SystemTime::now());
         unit.last_exit = Some(exit);
+        unit.announce(News::Die(exit.code));
         let ran = run.started.elapsed();
         let run = *run;
         if let Err(e) = run.leaf.remove() {

@@ -4,12 +4,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::api::{
-    ContainerDetails, ContainerState, ContainerView, CreateSpec, Failure, FailureKind, PortView,
-    SystemInfo,
+    ApiEvent, ContainerDetails, ContainerState, ContainerView, CreateSpec, Failure, FailureKind,
+    PortView, SystemInfo,
 };
 use berth_runtime::spec::{Network, VolumeSource};
 
-use super::{State, Supervisor, Unit};
+use super::{News, State, Supervisor, Unit};
 use crate::api::{failure, ContainerHost};
 use crate::health::HealthStatus;
 use crate::registry::{Origin, ORIGIN_LABEL};
@@ -149,6 +149,32 @@ impl Unit {
             log_path: self.log.path().display().to_string(),
             error: String::new(),
         }
+    }
+}
+
+impl Supervisor {
+    /// What happened to the containers since the last call, as API events.
+    pub fn take_events(&mut self) -> Vec<ApiEvent> {
+        let mut events = Vec::new();
+        for u in &mut self.units {
+            for news in std::mem::take(&mut u.news) {
+                let (action, exit_code) = match news {
+                    News::Start => ("start", None),
+                    News::Die(code) => ("die", Some(code)),
+                };
+                events.push(ApiEvent::Container {
+                    id: u.id.to_string(),
+                    name: u.spec.name.clone(),
+                    image: u.config.image.clone(),
+                    action: action.to_owned(),
+                    time_nano: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64),
+                    exit_code,
+                });
+            }
+        }
+        events
     }
 }
 
