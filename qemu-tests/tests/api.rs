@@ -30,6 +30,12 @@ command = ["sleep", "3600"]
 network = "none"
 
 [[container]]
+name = "talker"
+image = "busybox:latest"
+command = ["sh", "-c", "echo hello; sleep 25; echo line 1; sleep 1; echo line 2; exit 0"]
+network = "none"
+
+[[container]]
 name = "oneshot"
 image = "busybox:latest"
 command = ["sh", "-c", "exit 3"]
@@ -120,6 +126,16 @@ fn the_docker_cli_drives_a_booted_host() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(version.trim(), "1.47 linux");
+
+    // Logs, and a follow that ends when the container exits.
+    let (ok, logs, err) = docker(&cli, &host, &["logs", "talker"]);
+    assert!(ok, "{err}");
+    assert!(logs.starts_with("hello\n"), "{logs:?}");
+    let followed = Instant::now();
+    let (ok, logs, err) = docker(&cli, &host, &["logs", "-f", "talker"]);
+    assert!(ok, "{err}");
+    assert_eq!(logs, "hello\nline 1\nline 2\n");
+    assert!(followed.elapsed() < Duration::from_secs(60));
 
     let (ok, info, err) = docker(
         &cli,
