@@ -33,6 +33,25 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
         Route::ContainerList => container_list(server, &query).await,
         Route::ContainerInspect(id) => container_inspect(server, id).await,
         Route::ContainerLogs(id) => container_logs(server, id, &query).await,
+        Route::ContainerStart(reference) => {
+            no_content(server, ApiRequest::StartContainer { reference }).await
+        }
+        Route::ContainerStop(reference) => match stop_timeout(&query) {
+            Ok(timeout_secs) => {
+                no_content(server, ApiRequest::StopContainer { reference, timeout_secs }).await
+            }
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, &e)),
+        },
+        Route::ContainerRestart(reference) => match stop_timeout(&query) {
+            Ok(timeout_secs) => {
+                no_content(server, ApiRequest::RestartContainer { reference, timeout_secs }).await
+            }
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, &e)),
+        },
+        Route::ContainerKill(reference) => {
+            let signal = query.get("signal").filter(|s| !s.is_empty()).map(str::to_owned);
+            no_content(server, ApiRequest::KillContainer { reference, signal }).await
+        }
         Route::ContainerCreate => container_create(server, &query, req.into_body()).await,
         Route::ImageList => image_list(server, &query).await,
         Route::ImageInspect(name) => image_inspect(server, name).await,
@@ -296,6 +315,33 @@ async fn container_logs(server: &Server, reference: String, query: &Query) -> Re
     r.headers_mut()
         .insert("Content-Type", HeaderValue::from_static(kind));
     Ok(r)
+}
+
+/// `t` (or `timeout`, API 1.42+): seconds before a stop kills; -1 or absent: the
+/// container's own.
+fn stop_timeout(query: &Query) -> Result<Option<u32>, String> {
+    let raw = query.int("t").and_then(|t| match t {
+        Some(t) => Ok(Some(t)),
+        None => query.int("timeout"),
+    });
+    match raw {
+        Err(e) => Err(e.to_string()),
+        Ok(None) | Ok(Some(-1)) => Ok(None),
+        Ok(Some(t)) if (0..=86_400).contains(&t) => Ok(Some(t as u32)),
+        Ok(Some(t)) => Err(format!("t: {t} is not between 0 and 86400 seconds")),
+    }
+}
+
+/// A request whose success is `204 No Content` (start, stop, restart, kill).
+async fn no_content(server: &Server, request: ApiRequest) -> Result<Reply, Reply> {
+    match ask(server, request).await? {
+        ApiResponse::Done => {
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        other => Err(unexpected("a container request", &other)),
+    }
 }
 
 /// `/containers/create?name=…`: 201 with the new id.

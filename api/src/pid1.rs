@@ -66,6 +66,7 @@ impl Pid1 {
     }
 
     async fn ask(&self, request: ApiRequest) -> Result<ApiResponse, BackendError> {
+        let request_kind = request.clone();
         let id = match self.ids.lock() {
             Ok(mut ids) => ids.next_id(),
             Err(_) => return Err(BackendError::Unavailable("request ids poisoned".into())),
@@ -81,14 +82,14 @@ impl Pid1 {
             self.forget(id);
             return Err(BackendError::Unavailable(e.to_string()));
         }
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        match tokio::time::timeout(answer_deadline(&request_kind), rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(BackendError::Unavailable("the channel closed".into())),
             Err(_) => {
                 self.forget(id);
                 Err(BackendError::Unavailable(format!(
                     "no answer within {} s",
-                    ANSWER_TIMEOUT.as_secs()
+                    answer_deadline(&request_kind).as_secs()
                 )))
             }
         }
@@ -116,6 +117,19 @@ impl Pid1 {
                 other => return other,
             }
         }
+    }
+}
+
+/// How long PID 1 may take to answer: a stop waits for the container's exit, which its
+/// stop timeout bounds, plus the kill's own wait.
+fn answer_deadline(request: &ApiRequest) -> Duration {
+    match request {
+        ApiRequest::StopContainer { timeout_secs, .. }
+        | ApiRequest::RestartContainer { timeout_secs, .. } => {
+            ANSWER_TIMEOUT + Duration::from_secs(u64::from(timeout_secs.unwrap_or(600)))
+        }
+        ApiRequest::StartContainer { .. } => ANSWER_TIMEOUT * 4,
+        _ => ANSWER_TIMEOUT,
     }
 }
 

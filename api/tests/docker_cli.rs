@@ -50,8 +50,20 @@ fn view(n: u8, name: &str, state: ContainerState, origin: &str) -> ContainerView
     }
 }
 
+/// Which control request the stand-in is answering.
+enum Kind {
+    Stop,
+    Kill,
+    Other,
+}
+
 impl Backend for Fake {
     fn call(&self, request: ApiRequest) -> Answer<'_> {
+        let request_kind = match &request {
+            ApiRequest::StopContainer { .. } => Kind::Stop,
+            ApiRequest::KillContainer { .. } => Kind::Kill,
+            _ => Kind::Other,
+        };
         let answer = match request {
             ApiRequest::SystemInfo => ApiResponse::SystemInfo(SystemInfo {
                 hostname: "berth-test".to_owned(),
@@ -65,6 +77,41 @@ impl Backend for Fake {
             }),
             ApiRequest::ListContainers => {
                 ApiResponse::Containers(self.containers.lock().unwrap().clone())
+            }
+            ApiRequest::StartContainer { reference }
+            | ApiRequest::StopContainer { reference, .. }
+            | ApiRequest::RestartContainer { reference, .. }
+            | ApiRequest::KillContainer { reference, .. } => {
+                let stop = matches!(request_kind, Kind::Stop | Kind::Kill);
+                let mut all = self.containers.lock().unwrap();
+                match all.iter_mut().find(|c| c.name == reference) {
+                    None => ApiResponse::Failed(Failure {
+                        kind: FailureKind::NotFound,
+                        message: format!("No such container: {reference}"),
+                    }),
+                    Some(c) if stop && c.state != ContainerState::Running => {
+                        if matches!(request_kind, Kind::Kill) {
+                            ApiResponse::Failed(Failure {
+                                kind: FailureKind::Conflict,
+                                message: format!("Container {reference} is not running"),
+                            })
+                        } else {
+                            ApiResponse::Failed(Failure {
+                                kind: FailureKind::NotModified,
+                                message: "container already stopped".into(),
+                            })
+                        }
+                    }
+                    Some(c) => {
+                        c.state = match request_kind {
+                            Kind::Stop => ContainerState::Exited,
+                            // A signal may or may not end it: the stand-in keeps it running.
+                            Kind::Kill => c.state,
+                            Kind::Other => ContainerState::Running,
+                        };
+                        ApiResponse::Done
+                    }
+                }
             }
             ApiRequest::CreateContainer { name, spec } => {
                 let mut all = self.containers.lock().unwrap();
@@ -269,6 +316,24 @@ fn the_docker_cli_reads_version_info_and_ps() {
         ],
     );
     assert!(by_exit.trim().starts_with("Exited (3) "), "{by_exit}");
+
+    // start, stop, restart and kill, with Docker's 304 and 409.
+    assert_eq!(docker_ok(&sock, &["stop", "-t", "3", "web"]).trim(), "web");
+    assert_eq!(
+        docker_ok(&sock, &["stop", "web"]).trim(),
+        "web",
+        "a 304 is success"
+    );
+    let (ok, _, err) = docker(&sock, &["kill", "web"]);
+    assert!(!ok && err.contains("Container web is not running"), "{err}");
+    assert_eq!(docker_ok(&sock, &["start", "web"]).trim(), "web");
+    assert_eq!(docker_ok(&sock, &["restart", "web"]).trim(), "web");
+    assert_eq!(
+        docker_ok(&sock, &["kill", "-s", "HUP", "web"]).trim(),
+        "web"
+    );
+    let (ok, _, err) = docker(&sock, &["start", "nope"]);
+    assert!(!ok && err.contains("No such container: nope"), "{err}");
 
     // inspect, in the shape clients index into.
     let inspect = docker_ok(

@@ -8,12 +8,12 @@
 
 use std::os::fd::BorrowedFd;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_proto::api::{
     ApiEvent, ApiRequest, ApiResponse, ContainerView, CreateSpec, Failure, FailureKind, SystemInfo,
 };
-use berth_proto::Message;
+use berth_proto::{Message, RequestId};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::Deserialize;
@@ -118,6 +118,16 @@ impl ApiConfig {
     }
 }
 
+/// A request about a container's run that PID 1 may answer only later (a stop is done
+/// when the container has exited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Start,
+    Stop { timeout: Option<Duration> },
+    Restart { timeout: Option<Duration> },
+    Kill { signal: Option<String> },
+}
+
 /// What PID 1 holds that the API asks about. The supervisor implements it; tests use a
 /// stand-in.
 pub trait ContainerHost {
@@ -129,21 +139,67 @@ pub trait ContainerHost {
         name: Option<&str>,
         spec: CreateSpec,
     ) -> Result<(String, Vec<String>), Failure>;
+    /// Starts, stops, restarts or signals a container. `Ok(true)`: done; `Ok(false)`:
+    /// under way, and the answer to request `id` comes from [`ContainerHost::take_replies`]
+    /// when it is.
+    fn control(
+        &mut self,
+        reference: &str,
+        control: Control,
+        id: RequestId,
+    ) -> Result<bool, Failure>;
+    /// The answers to requests [`ContainerHost::control`] left under way, now done.
+    fn take_replies(&mut self) -> Vec<(RequestId, ApiResponse)>;
 }
 
-/// PID 1's answer to one request.
-pub fn answer(host: &mut dyn ContainerHost, request: ApiRequest) -> ApiResponse {
-    match request {
-        ApiRequest::SystemInfo => ApiResponse::SystemInfo(host.system_info()),
-        ApiRequest::ListContainers => ApiResponse::Containers(host.containers()),
-        ApiRequest::InspectContainer { reference } => match host.inspect(&reference) {
-            Ok(view) => ApiResponse::Container(Box::new(view)),
-            Err(f) => ApiResponse::Failed(f),
-        },
-        ApiRequest::CreateContainer { name, spec } => match host.create(name.as_deref(), *spec) {
-            Ok((id, warnings)) => ApiResponse::Created { id, warnings },
-            Err(f) => ApiResponse::Failed(f),
-        },
+/// PID 1's answer to request `id`; `None` when it comes later (see
+/// [`ContainerHost::control`]).
+pub fn answer(
+    host: &mut dyn ContainerHost,
+    id: RequestId,
+    request: ApiRequest,
+) -> Option<ApiResponse> {
+    let secs = |t: Option<u32>| t.map(|s| Duration::from_secs(u64::from(s)));
+    let (reference, control) = match request {
+        ApiRequest::SystemInfo => return Some(ApiResponse::SystemInfo(host.system_info())),
+        ApiRequest::ListContainers => return Some(ApiResponse::Containers(host.containers())),
+        ApiRequest::InspectContainer { reference } => {
+            return Some(match host.inspect(&reference) {
+                Ok(view) => ApiResponse::Container(Box::new(view)),
+                Err(f) => ApiResponse::Failed(f),
+            })
+        }
+        ApiRequest::CreateContainer { name, spec } => {
+            return Some(match host.create(name.as_deref(), *spec) {
+                Ok((id, warnings)) => ApiResponse::Created { id, warnings },
+                Err(f) => ApiResponse::Failed(f),
+            })
+        }
+        ApiRequest::StartContainer { reference } => (reference, Control::Start),
+        ApiRequest::StopContainer {
+            reference,
+            timeout_secs,
+        } => (
+            reference,
+            Control::Stop {
+                timeout: secs(timeout_secs),
+            },
+        ),
+        ApiRequest::RestartContainer {
+            reference,
+            timeout_secs,
+        } => (
+            reference,
+            Control::Restart {
+                timeout: secs(timeout_secs),
+            },
+        ),
+        ApiRequest::KillContainer { reference, signal } => (reference, Control::Kill { signal }),
+    };
+    match host.control(&reference, control, id) {
+        Ok(true) => Some(ApiResponse::Done),
+        Ok(false) => None,
+        Err(f) => Some(ApiResponse::Failed(f)),
     }
 }
 
@@ -201,17 +257,22 @@ impl ApiServer {
         for (message, _fds) in self.child.receive() {
             match message {
                 Message::Request { id, body } => {
-                    let reply = Message::Response {
-                        id,
-                        body: answer(host, body),
-                    };
-                    self.child.send(&reply, &[]);
+                    if let Some(body) = answer(host, id, body) {
+                        self.respond(id, body);
+                    }
                 }
                 Message::Response { .. } | Message::Event(_) => {
                     // PID 1 asks the API server nothing and takes no events from it.
                     log::warn!("api server sent a message of the wrong direction: ignored");
                 }
             }
+        }
+    }
+
+    /// Sends the answer to request `id`.
+    pub fn respond(&mut self, id: RequestId, body: ApiResponse) {
+        if self.child.pid().is_some() {
+            self.child.send(&Message::Response { id, body }, &[]);
         }
     }
 
@@ -248,6 +309,7 @@ mod tests {
     #[derive(Default)]
     struct Host {
         created: Vec<(Option<String>, CreateSpec)>,
+        pending: Vec<RequestId>,
     }
 
     fn view(name: &str) -> ContainerView {
@@ -308,38 +370,73 @@ mod tests {
             self.created.push((name.map(str::to_owned), spec));
             Ok(("b".repeat(64), Vec::new()))
         }
+        fn control(
+            &mut self,
+            reference: &str,
+            control: Control,
+            id: RequestId,
+        ) -> Result<bool, Failure> {
+            match control {
+                Control::Kill { .. } => Ok(true),
+                _ if reference == "web" => {
+                    self.pending.push(id);
+                    Ok(false)
+                }
+                _ => Err(failure(
+                    FailureKind::NotFound,
+                    format!("No such container: {reference}"),
+                )),
+            }
+        }
+        fn take_replies(&mut self) -> Vec<(RequestId, ApiResponse)> {
+            std::mem::take(&mut self.pending)
+                .into_iter()
+                .map(|id| (id, ApiResponse::Done))
+                .collect()
+        }
     }
 
     #[test]
     fn requests_are_answered_from_the_host() {
         let mut host = Host::default();
+        let id = RequestId(1);
         assert!(matches!(
-            answer(&mut host, ApiRequest::ListContainers),
-            ApiResponse::Containers(c) if c.len() == 1
+            answer(&mut host, id, ApiRequest::ListContainers),
+            Some(ApiResponse::Containers(c)) if c.len() == 1
         ));
+        let nope = ApiRequest::InspectContainer {
+            reference: "nope".into(),
+        };
         assert!(matches!(
-            answer(
-                &mut host,
-                ApiRequest::InspectContainer {
-                    reference: "nope".into()
-                }
-            ),
-            ApiResponse::Failed(Failure {
+            answer(&mut host, id, nope),
+            Some(ApiResponse::Failed(Failure {
                 kind: FailureKind::NotFound,
                 ..
-            })
+            }))
         ));
-        let created = answer(
-            &mut host,
-            ApiRequest::CreateContainer {
-                name: Some("x1".into()),
-                spec: Box::new(CreateSpec {
-                    image: "busybox".into(),
-                    ..Default::default()
-                }),
-            },
-        );
-        assert!(matches!(created, ApiResponse::Created { .. }));
+        // A stop is answered when it is done: later.
+        let stop = ApiRequest::StopContainer {
+            reference: "web".into(),
+            timeout_secs: Some(1),
+        };
+        assert_eq!(answer(&mut host, RequestId(7), stop), None);
+        assert_eq!(host.take_replies(), [(RequestId(7), ApiResponse::Done)]);
+        let kill = ApiRequest::KillContainer {
+            reference: "web".into(),
+            signal: None,
+        };
+        assert_eq!(answer(&mut host, id, kill), Some(ApiResponse::Done));
+        let create = ApiRequest::CreateContainer {
+            name: Some("x1".into()),
+            spec: Box::new(CreateSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+        };
+        assert!(matches!(
+            answer(&mut host, id, create),
+            Some(ApiResponse::Created { .. })
+        ));
         assert_eq!(host.created.len(), 1);
     }
 

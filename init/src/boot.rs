@@ -408,6 +408,9 @@ fn wait_for_request(
         for event in supervisor.take_events() {
             api.publish(event);
         }
+        for (id, reply) in crate::api::ContainerHost::take_replies(supervisor) {
+            api.respond(id, reply);
+        }
         let deadline = [
             supervisor.next_deadline(),
             netd.next_deadline(),

@@ -39,6 +39,8 @@ use crate::registry::ContainerId;
 use crate::signals::Signals;
 use crate::waiting::{DependencyState, Say, Wait, WaitReason};
 use crate::workload::{ContainerConfig, NetworkMode, NETWORK_ONLINE};
+use berth_proto::api::ApiResponse;
+use berth_proto::RequestId;
 
 mod view;
 
@@ -100,6 +102,21 @@ struct Unit {
     /// What happened to it since the API last heard, oldest first (see
     /// [`Supervisor::take_events`]).
     news: Vec<News>,
+    /// API requests answered when its run changes (a stop when it has exited).
+    waiters: Vec<(RequestId, Awaiting)>,
+    /// Their answers, for [`Supervisor::take_replies`].
+    replies: Vec<(RequestId, ApiResponse)>,
+}
+
+/// What an API request about a container waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// Its program to run (`docker start`).
+    Running,
+    /// Its exit (`docker stop`).
+    Exited,
+    /// Its exit, then its program to run again (`docker restart`).
+    Restarted,
 }
 
 /// A change of a container the API reports as an event.
@@ -113,6 +130,49 @@ enum News {
 const MAX_NEWS: usize = 16;
 
 impl Unit {
+    /// Answers the waiters `which` picks with `reply`.
+    fn settle(&mut self, which: impl Fn(Awaiting) -> bool, reply: ApiResponse) {
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(_, a)| which(*a));
+        self.waiters = rest;
+        self.replies
+            .extend(done.into_iter().map(|(id, _)| (id, reply.clone())));
+    }
+
+    /// After an exit: a stop is done; a restart starts it again; a start that never
+    /// reached the program (`failed_start`) failed.
+    fn after_exit_settle(&mut self, failed_start: Option<&Exit>) {
+        // A container stopped on request is not restarted by its policy.
+        if self.waiters.iter().any(|(_, a)| *a == Awaiting::Exited)
+            && matches!(self.state, State::Backoff(_))
+        {
+            self.state = State::Done;
+        }
+        self.settle(|a| a == Awaiting::Exited, ApiResponse::Done);
+        if self.waiters.iter().any(|(_, a)| *a == Awaiting::Restarted) {
+            for (_, a) in &mut self.waiters {
+                if *a == Awaiting::Restarted {
+                    *a = Awaiting::Running;
+                }
+            }
+            if matches!(self.state, State::Done | State::Backoff(_)) {
+                self.state = State::Waiting;
+            }
+            return;
+        }
+        if let Some(exit) = failed_start {
+            let message = format!("container {} could not start ({exit})", self.spec.name);
+            self.settle(
+                |a| a == Awaiting::Running,
+                ApiResponse::Failed(crate::api::failure(
+                    berth_proto::api::FailureKind::Internal,
+                    message,
+                )),
+            );
+        }
+    }
+
     fn announce(&mut self, news: News) {
         if self.news.len() == MAX_NEWS {
             self.news.remove(0);
@@ -225,6 +285,8 @@ impl Supervisor {
                     finished_at: None,
                     last_exit: None,
                     news: Vec::new(),
+                    waiters: Vec::new(),
+                    replies: Vec::new(),
                 }
             })
             .collect();
@@ -530,6 +592,7 @@ impl Supervisor {
         unit.last_exit = Some(exit);
         unit.announce(News::Die(exit.code));
         Self::after_exit(unit, exit, Duration::ZERO);
+        unit.after_exit_settle(Some(&exit));
     }
 
     /// Reads a starting container's report; moves it to `Running` once its program
@@ -564,6 +627,7 @@ impl Supervisor {
                 unit.state = State::Running(Box::new(start.into_running(stop_signal)));
                 unit.started_at = Some(SystemTime::now());
                 unit.announce(News::Start);
+                unit.settle(|a| a == Awaiting::Running, ApiResponse::Done);
             }
             Some(Err(e)) => {
                 Self::report_start_error(&mut unit.log, &e);
@@ -668,6 +732,7 @@ impl Supervisor {
         } else {
             Self::after_exit(unit, exit, ran);
         }
+        unit.after_exit_settle(None);
         true
     }
 
@@ -813,22 +878,28 @@ impl Supervisor {
             let Some(unit) = self.units.get_mut(i) else {
                 continue;
             };
-            if let State::Running(run) = std::mem::replace(&mut unit.state, State::Done) {
-                let sig = Self::stop_signal(unit, &run);
-                log::info!(
-                    "container {}: stopping ({sig}, then cgroup.kill after {} ms)",
-                    unit.spec.name,
-                    unit.config.stop_timeout.0.as_millis()
-                );
-                let _ = run.signal(sig);
-                // Timed from after the log line, so that the console never shows a kill
-                // sooner than `stop_timeout` after "stopping".
-                unit.state = State::Stopping {
-                    run,
-                    deadline: Instant::now() + unit.config.stop_timeout.0,
-                    killed: false,
-                };
-            }
+            let timeout = unit.config.stop_timeout.0;
+            Self::begin_stop(unit, timeout);
+        }
+    }
+
+    /// Sends a running container its stop signal; `cgroup.kill` follows after `timeout`.
+    fn begin_stop(unit: &mut Unit, timeout: Duration) {
+        if let State::Running(run) = std::mem::replace(&mut unit.state, State::Done) {
+            let sig = Self::stop_signal(unit, &run);
+            log::info!(
+                "container {}: stopping ({sig}, then cgroup.kill after {} ms)",
+                unit.spec.name,
+                timeout.as_millis()
+            );
+            let _ = run.signal(sig);
+            // Timed from after the log line, so that the console never shows a kill
+            // sooner than `stop_timeout` after "stopping".
+            unit.state = State::Stopping {
+                run,
+                deadline: Instant::now() + timeout,
+                killed: false,
+            };
         }
     }
 

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_init::api::{failure, ApiConfig, ApiServer, ContainerHost};
+use berth_init::api::{failure, ApiConfig, ApiServer, ContainerHost, Control};
 use berth_proto::api::{
-    ContainerState, ContainerView, CreateSpec, Failure, FailureKind, SystemInfo,
+    ApiResponse, ContainerState, ContainerView, CreateSpec, Failure, FailureKind, SystemInfo,
 };
+use berth_proto::RequestId;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 struct Host;
@@ -61,6 +62,15 @@ impl ContainerHost for Host {
     }
     fn create(&mut self, _: Option<&str>, _: CreateSpec) -> Result<(String, Vec<String>), Failure> {
         Err(failure(FailureKind::NotImplemented, "not in this test"))
+    }
+    fn control(&mut self, reference: &str, _: Control, _: RequestId) -> Result<bool, Failure> {
+        Err(failure(
+            FailureKind::NotFound,
+            format!("No such container: {reference}"),
+        ))
+    }
+    fn take_replies(&mut self) -> Vec<(RequestId, ApiResponse)> {
+        Vec::new()
     }
 }
 

@@ -25,6 +25,25 @@ pub enum ApiRequest {
     ListContainers,
     /// One container, by what a client typed: full id, name, or unique id prefix.
     InspectContainer { reference: String },
+    /// Start a container that is not running; answered once its program runs.
+    StartContainer { reference: String },
+    /// Stop a running container (its stop signal, then a kill after `timeout_secs`, or
+    /// its own `stop_timeout`); answered once it has exited. It is not restarted by its
+    /// policy after that.
+    StopContainer {
+        reference: String,
+        timeout_secs: Option<u32>,
+    },
+    /// Stop (if running), then start; answered once it runs again.
+    RestartContainer {
+        reference: String,
+        timeout_secs: Option<u32>,
+    },
+    /// Send a signal (a name or number; SIGKILL by default) to a running container.
+    KillContainer {
+        reference: String,
+        signal: Option<String>,
+    },
     /// Create a container (not started); answered with [`ApiResponse::Created`].
     CreateContainer {
         /// The name the client asked for (`/` allowed in front, as Docker's).
@@ -45,6 +64,8 @@ pub enum ApiResponse {
         id: String,
         warnings: Vec<String>,
     },
+    /// The request was carried out; there is nothing to say.
+    Done,
     /// The request failed; the API server maps `kind` to the HTTP status.
     Failed(Failure),
 }

@@ -197,10 +197,83 @@ fn the_docker_cli_drives_a_booted_host() {
     let (ok, _, err) = docker(&cli, &host, &["container", "inspect", "nothing"]);
     assert!(!ok && err.contains("No such container: nothing"), "{err}");
 
+    // Stop (sleep ignores SIGTERM as a container's PID 1: killed after -t), start,
+    // restart and kill, each answered when done.
+    let state = |name: &str| {
+        let (ok, out, err) = docker(
+            &cli,
+            &host,
+            &[
+                "container",
+                "inspect",
+                name,
+                "--format",
+                "{{.State.Status}} {{.State.ExitCode}}",
+            ],
+        );
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    let stopped = Instant::now();
+    let (ok, out, err) = docker(&cli, &host, &["stop", "-t", "2", "sleeper"]);
+    assert!(ok && out.trim() == "sleeper", "{err}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "answered before the kill"
+    );
+    assert_eq!(state("sleeper"), "exited 137");
+    let (ok, _, err) = docker(&cli, &host, &["start", "sleeper"]);
+    assert!(ok, "{err}");
+    assert_eq!(state("sleeper"), "running 137");
+    let (ok, _, err) = docker(&cli, &host, &["restart", "-t", "0", "sleeper"]);
+    assert!(ok, "{err}");
+    assert!(state("sleeper").starts_with("running"));
+    let (ok, _, err) = docker(&cli, &host, &["kill", "sleeper"]);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state("sleeper") != "exited 137" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        state("sleeper"),
+        "exited 137",
+        "not restarted after a kill (restart = no)"
+    );
+    let (ok, _, err) = docker(&cli, &host, &["kill", "sleeper"]);
+    assert!(!ok && err.contains("is not running"), "{err}");
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let (ok, events, err) = docker(
+        &cli,
+        &host,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--filter",
+            "container=sleeper",
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert!(ok, "{err}");
+    let actions: Vec<&str> = events.lines().collect();
+    assert!(
+        actions.ends_with(&["die", "start", "die", "start", "die"]),
+        "{actions:?}"
+    );
+
     // The ACPI power button still stops everything in order.
     vm.system_powerdown().expect("power button");
     vm.wait_exit(Duration::from_secs(60)).expect("QEMU exits");
     let console = vm.console();
     assert!(console.contains("container sleeper: stopped"), "{console}");
+    assert!(console.contains("api server"), "{console}");
     assert!(!console.contains("cannot unmount"), "{console}");
 }

@@ -9,10 +9,12 @@ use berth_proto::api::{
 };
 use berth_runtime::spec::{Network, VolumeSource};
 
-use super::{News, State, Supervisor, Unit};
-use crate::api::{failure, ContainerHost};
+use super::{Awaiting, News, State, Supervisor, Unit};
+use crate::api::{failure, ContainerHost, Control};
 use crate::health::HealthStatus;
 use crate::registry::{Origin, ORIGIN_LABEL};
+use berth_proto::api::ApiResponse;
+use berth_proto::RequestId;
 
 fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -178,6 +180,44 @@ impl Supervisor {
     }
 }
 
+fn not_found(reference: &str) -> Failure {
+    failure(
+        FailureKind::NotFound,
+        format!("No such container: {reference}"),
+    )
+}
+
+impl Supervisor {
+    /// The unit a client named: full id, name (with or without `/`), unique id prefix.
+    fn find(&self, reference: &str) -> Result<usize, Failure> {
+        let bare = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(i) = self
+            .units
+            .iter()
+            .position(|u| u.id.as_str() == reference || u.spec.name == bare)
+        {
+            return Ok(i);
+        }
+        let hex = !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut hits = self
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| hex && u.id.as_str().starts_with(reference));
+        match (hits.next(), hits.next()) {
+            (Some((i, _)), None) => Ok(i),
+            (Some(_), Some(_)) => Err(failure(
+                FailureKind::Invalid,
+                format!("multiple IDs found with provided prefix: {reference}"),
+            )),
+            (None, _) => Err(not_found(reference)),
+        }
+    }
+}
+
+/// Most API requests one container holds waiting at once.
+const MAX_WAITERS: usize = 64;
+
 impl ContainerHost for Supervisor {
     fn system_info(&self) -> SystemInfo {
         let state = self
@@ -193,33 +233,114 @@ impl ContainerHost for Supervisor {
     }
 
     fn inspect(&self, reference: &str) -> Result<ContainerView, Failure> {
-        let not_found = || {
+        let i = self.find(reference)?;
+        self.units
+            .get(i)
+            .map(Unit::view)
+            .ok_or_else(|| not_found(reference))
+    }
+
+    fn control(
+        &mut self,
+        reference: &str,
+        control: Control,
+        id: RequestId,
+    ) -> Result<bool, Failure> {
+        let i = self.find(reference)?;
+        if self.shutting_down {
+            return Err(failure(FailureKind::Conflict, "the host is shutting down"));
+        }
+        let Some(unit) = self.units.get_mut(i) else {
+            return Err(not_found(reference));
+        };
+        if unit.waiters.len() >= MAX_WAITERS {
+            return Err(failure(
+                FailureKind::Conflict,
+                format!(
+                    "container {} has too many requests under way",
+                    unit.spec.name
+                ),
+            ));
+        }
+        let name = unit.spec.name.clone();
+        let not_running = || {
             failure(
-                FailureKind::NotFound,
-                format!("No such container: {reference}"),
+                FailureKind::Conflict,
+                format!("Container {name} is not running"),
             )
         };
-        let bare = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(u) = self
-            .units
-            .iter()
-            .find(|u| u.id.as_str() == reference || u.spec.name == bare)
-        {
-            return Ok(u.view());
-        }
-        let hex = !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit());
-        let mut hits = self
-            .units
-            .iter()
-            .filter(|u| hex && u.id.as_str().starts_with(reference));
-        match (hits.next(), hits.next()) {
-            (Some(u), None) => Ok(u.view()),
-            (Some(_), Some(_)) => Err(failure(
-                FailureKind::Invalid,
-                format!("multiple IDs found with provided prefix: {reference}"),
+        let waiting = |unit: &mut Unit, a: Awaiting| {
+            unit.waiters.push((id, a));
+            Ok(false)
+        };
+        match (control, &mut unit.state) {
+            (
+                Control::Start,
+                State::Running(_) | State::Starting { .. } | State::Stopping { .. },
+            ) => Err(failure(
+                FailureKind::NotModified,
+                "container already started",
             )),
-            (None, _) => Err(not_found()),
+            (
+                Control::Start | Control::Restart { .. },
+                state @ (State::Done | State::Backoff(_)),
+            ) => {
+                *state = State::Waiting;
+                waiting(unit, Awaiting::Running)
+            }
+            (Control::Start | Control::Restart { .. }, State::Waiting) => {
+                waiting(unit, Awaiting::Running)
+            }
+            (Control::Stop { .. }, State::Done) => Err(failure(
+                FailureKind::NotModified,
+                "container already stopped",
+            )),
+            (Control::Stop { .. }, state @ (State::Waiting | State::Backoff(_))) => {
+                *state = State::Done;
+                Ok(true)
+            }
+            (Control::Stop { .. }, State::Stopping { .. }) => waiting(unit, Awaiting::Exited),
+            (Control::Restart { .. }, State::Stopping { .. }) => waiting(unit, Awaiting::Restarted),
+            (Control::Stop { .. } | Control::Restart { .. }, State::Starting { start, killed }) => {
+                if killed.is_none() {
+                    start.kill();
+                    *killed = Some(std::time::Instant::now());
+                }
+                waiting(unit, Awaiting::Exited)
+            }
+            (Control::Stop { timeout }, State::Running(_)) => {
+                let timeout = timeout.unwrap_or(unit.config.stop_timeout.0);
+                Self::begin_stop(unit, timeout);
+                waiting(unit, Awaiting::Exited)
+            }
+            (Control::Restart { timeout }, State::Running(_)) => {
+                let timeout = timeout.unwrap_or(unit.config.stop_timeout.0);
+                Self::begin_stop(unit, timeout);
+                waiting(unit, Awaiting::Restarted)
+            }
+            (Control::Kill { signal }, State::Running(run) | State::Stopping { run, .. }) => {
+                let number = match signal.as_deref().filter(|s| !s.is_empty()) {
+                    None => nix::sys::signal::Signal::SIGKILL as i32,
+                    Some(s) => berth_runtime::spec::parse_signal(s)
+                        .map_err(|e| failure(FailureKind::Invalid, e.to_string()))?,
+                };
+                let sig = nix::sys::signal::Signal::try_from(number).map_err(|_| {
+                    failure(FailureKind::Invalid, format!("invalid signal {number}"))
+                })?;
+                run.signal(sig).map_err(|e| {
+                    failure(FailureKind::Internal, format!("signalling {name}: {e}"))
+                })?;
+                Ok(true)
+            }
+            (Control::Kill { .. }, _) => Err(not_running()),
         }
+    }
+
+    fn take_replies(&mut self) -> Vec<(RequestId, ApiResponse)> {
+        self.units
+            .iter_mut()
+            .flat_map(|u| std::mem::take(&mut u.replies))
+            .collect()
     }
 
     fn create(
