@@ -48,6 +48,7 @@ pub async fn handle(server: &Server, req: Request<Incoming>) -> Reply {
             }
             Err(e) => Err(error(StatusCode::BAD_REQUEST, &e)),
         },
+        Route::ContainerWait(reference) => container_wait(server, reference, &query).await,
         Route::ContainerKill(reference) => {
             let signal = query.get("signal").filter(|s| !s.is_empty()).map(str::to_owned);
             no_content(server, ApiRequest::KillContainer { reference, signal }).await
@@ -314,6 +315,68 @@ async fn container_logs(server: &Server, reference: String, query: &Query) -> Re
     };
     r.headers_mut()
         .insert("Content-Type", HeaderValue::from_static(kind));
+    Ok(r)
+}
+
+/// `/containers/{id}/wait?condition=not-running|next-exit`: `{"StatusCode": N}` once the
+/// container is not running (at once if it is not) or has next exited. The status line
+/// and headers go out first, as clients (`docker run`) wait for them before starting the
+/// container. (`removed` waits for the container's removal, which comes with the
+/// API's create and rm.)
+async fn container_wait(server: &Server, reference: String, query: &Query) -> Result<Reply, Reply> {
+    let condition = query
+        .get("condition")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("not-running");
+    if !matches!(condition, "not-running" | "next-exit" | "removed") {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("condition: {condition:?} is not not-running, next-exit or removed"),
+        ));
+    }
+    // Subscribed before the state is read, so that an exit in between is not missed.
+    let (_, mut live) = server.events().subscribe(None);
+    let view = container_view(server, reference).await?;
+    let running = matches!(
+        view.state,
+        ContainerState::Running | ContainerState::Restarting
+    );
+    let (tx, body) = crate::stream::async_channel();
+    let status = |code: i64| {
+        let mut text = serde_json::json!({ "StatusCode": code, "Error": null }).to_string();
+        text.push('\n');
+        Ok(bytes::Bytes::from(text))
+    };
+    if condition == "not-running" && !running {
+        let _ = tx.try_send(status(i64::from(view.exit_code.unwrap_or(0))));
+    } else {
+        let id = view.id.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                tokio::select! {
+                    e = live.recv() => match e {
+                        Ok(e) if e.kind == "container" && e.actor.id == id && e.action == "die" => {
+                            let code = e
+                                .actor
+                                .attributes
+                                .get("exitCode")
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(0);
+                            let _ = tx.send(status(code)).await;
+                            return;
+                        }
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+    }
+    let mut r = Response::new(http_body_util::BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
     Ok(r)
 }
 

@@ -169,6 +169,12 @@ impl Backend for Fake {
 /// Starts the server on a unix socket in a new temporary directory, with an image store
 /// at `store/` beside it.
 fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
+    let (dir, sock, _) = start_server(limits);
+    (dir, sock)
+}
+
+/// [`start`], with the server itself, to publish PID 1's events from the test.
+fn start_server(limits: Limits) -> (tempfile::TempDir, PathBuf, Arc<Server>) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let store = dir.path().join("store");
@@ -185,6 +191,8 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let path = sock.clone();
+    let server = Server::new(backend, limits, Policy::default(), Images::new(store));
+    let serving = server.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -193,13 +201,11 @@ fn start(limits: Limits) -> (tempfile::TempDir, PathBuf) {
         rt.block_on(async move {
             let listener = Listener::bind(&Listen::Unix(path), 0o660).await.unwrap();
             ready_tx.send(()).unwrap();
-            Server::new(backend, limits, Policy::default(), Images::new(store))
-                .serve(listener)
-                .await;
+            serving.serve(listener).await;
         });
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    (dir, sock)
+    (dir, sock, server)
 }
 
 fn docker_cli() -> Option<PathBuf> {
@@ -430,6 +436,40 @@ fn the_docker_cli_reads_logs() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "third\n");
     let (ok, _, err) = docker(&sock, &["logs", "nope"]);
+    assert!(!ok && err.contains("No such container: nope"), "{err}");
+}
+
+#[test]
+fn docker_wait_answers_when_the_container_exits() {
+    if docker_cli().is_none() {
+        return;
+    }
+    let (dir, sock, server) = start_server(Limits::default());
+    // Not running: at once, with its exit code.
+    assert_eq!(docker_ok(&sock, &["wait", "job"]).trim(), "3");
+    // Running: when PID 1 reports its death.
+    let waiting = Command::new(docker_cli().unwrap())
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("DOCKER_CONFIG", dir.path())
+        .args(["wait", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    server.events().publish(berth_api::events::Event::from_pid1(
+        &berth_proto::api::ApiEvent::Container {
+            id: "1".repeat(64),
+            name: "web".into(),
+            image: "busybox".into(),
+            action: "die".into(),
+            time_nano: 1,
+            exit_code: Some(7),
+        },
+    ));
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    let (ok, _, err) = docker(&sock, &["wait", "nope"]);
     assert!(!ok && err.contains("No such container: nope"), "{err}");
 }
 
