@@ -40,9 +40,12 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "debian packages: all present"; fi
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
-	@# The API tests drive berth with the real docker CLI (no daemon is needed or started).
+	@# The API tests drive berth with the real docker CLI (no daemon is needed or started),
+	@# docker-py (PyPI) and dockerode (npm, pinned by api/tests/clients/package-lock.json).
 	@command -v docker >/dev/null || { echo "installing the docker CLI (Debian's docker.io)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io; }
+	@python3 -c 'import docker' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore 'docker==7.1.0'
+	@[ -d api/tests/clients/node_modules/dockerode ] || npm ci --silent --prefix api/tests/clients
 
 init:
 	RUSTFLAGS="$(INIT_RUSTFLAGS)" $(CARGO) build --release --locked --target $(TARGET) -p berth-init
@@ -72,9 +75,9 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Every tier: unit tests, root host tests and QEMU tests. The BERTH_REQUIRE_* switches
-# turn "skipping: not root / no qemu / no docker CLI" into failures, so nothing is skipped silently here.
+# turn "skipping: not root / no qemu / no docker CLI or client library" into failures, so nothing is skipped silently here.
 test: deps init kernel lint
-	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 BERTH_REQUIRE_DOCKER_CLI=1 $(CARGO) test --locked --workspace
+	BERTH_REQUIRE_ROOT=1 BERTH_REQUIRE_QEMU=1 BERTH_REQUIRE_DOCKER_CLI=1 BERTH_REQUIRE_CLIENTS=1 $(CARGO) test --locked --workspace
 
 # The floor: a trivial static /init that only powers off, booted on the same kernel.
 floor-init:

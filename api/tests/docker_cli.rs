@@ -84,7 +84,10 @@ impl Backend for Fake {
             | ApiRequest::KillContainer { reference, .. } => {
                 let stop = matches!(request_kind, Kind::Stop | Kind::Kill);
                 let mut all = self.containers.lock().unwrap();
-                match all.iter_mut().find(|c| c.name == reference) {
+                match all
+                    .iter_mut()
+                    .find(|c| c.name == reference || c.id.starts_with(&reference))
+                {
                     None => ApiResponse::Failed(Failure {
                         kind: FailureKind::NotFound,
                         message: format!("No such container: {reference}"),
@@ -850,4 +853,82 @@ fn past_the_connection_cap_new_clients_are_told_so() {
         b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+/// A client test's program, when its language and library are installed; under
+/// `make test` (BERTH_REQUIRE_CLIENTS=1) they must be.
+fn client(program: &str, probe: &[&str]) -> bool {
+    let ok = Command::new(program)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("BERTH_REQUIRE_CLIENTS").is_none(),
+            "{program} {probe:?} failed: `make deps` installs the client libraries"
+        );
+        eprintln!("skipping: {program} {probe:?} failed");
+    }
+    ok
+}
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn write_web_log(dir: &Path) {
+    std::fs::write(
+        dir.join("web.log"),
+        log_line("first", "2024-05-01T12:00:00Z"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn docker_py_drives_the_api() {
+    if !client("python3", &["-c", "import docker"]) {
+        return;
+    }
+    let (dir, sock) = start(Limits::default());
+    write_web_log(dir.path());
+    let out = Command::new("python3")
+        .arg(clients_dir().join("docker_py.py"))
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("info berth-test"), "{stdout}");
+}
+
+#[test]
+fn dockerode_drives_the_api() {
+    let modules = clients_dir().join("node_modules/dockerode");
+    if !client(
+        "node",
+        &[
+            "-e",
+            &format!("require({:?})", modules.display().to_string()),
+        ],
+    ) {
+        return;
+    }
+    let (dir, sock) = start(Limits::default());
+    write_web_log(dir.path());
+    let out = Command::new("node")
+        .arg(clients_dir().join("dockerode.js"))
+        .env("DOCKER_SOCKET", &sock)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("not found"), "{stdout}");
 }
