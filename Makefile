@@ -62,8 +62,9 @@ demo-image: busybox-image init
 	$(BERTH) build examples/demo.toml -o $(DEMO_DIR) --init $(INIT)
 
 demo: demo-image
-	@echo "booting the demo host: http://localhost:8080 is served by its web container; quit QEMU with 'ctrl-a x'"
-	$(BERTH) boot $(DEMO_DIR) -p 8080:80
+	@echo "booting the demo host: http://localhost:8080 is served by its web container, and"
+	@echo "DOCKER_HOST=tcp://127.0.0.1:2375 docker ps drives it; quit QEMU with 'ctrl-a x'"
+	$(BERTH) boot $(DEMO_DIR) -p 8080:80 --api-port 2375
 
 # The pinned kernel, fetched into the cache up front; a stale apt list is refreshed once.
 BERTH_DEBUG := $(CARGO) run --locked -q -p berth-buildroot --bin berth --

@@ -83,6 +83,10 @@ pub struct BootOptions {
     pub extra: Vec<OsString>,
 }
 
+/// The guest port `berth boot --api-port` forwards to: Docker's own, which an `[api]`
+/// listener such as `tcp://0.0.0.0:2375` serves.
+pub const GUEST_API_PORT: u16 = 2375;
+
 /// Why a boot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {

@@ -180,6 +180,7 @@ Examples:
   berth boot out/ -p 8080:80          # http://localhost:8080 reaches the guest's port 80
   berth boot out/ -p 127.0.0.1:5353:53/udp
   berth boot out/ --qmp /tmp/vm.qmp & # then: kill -TERM $! powers the guest off
+  berth boot out/ --api-port 2375     # then: DOCKER_HOST=tcp://127.0.0.1:2375 docker ps
 
 The guest gets a virtio NIC on QEMU's user network (DHCP gives it 10.0.2.15; this \
 machine is 10.0.2.2 to it). A published guest port is usually a container's published \
@@ -205,8 +206,12 @@ port (`ports = [\"80:80\"]` in its [[container]])."
         #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:GUEST[/udp]")]
         publish: Vec<boot::Publish>,
         /// Boot without a network device.
-        #[arg(long, conflicts_with = "publish")]
+        #[arg(long, conflicts_with_all = ["publish", "api_port"])]
         no_network: bool,
+        /// Forward the guest's Docker Engine API (an [api] listener on tcp port 2375 in
+        /// its host.toml) to 127.0.0.1:PORT here, and print the DOCKER_HOST to use.
+        #[arg(long, value_name = "PORT")]
+        api_port: Option<u16>,
         /// Also serve QMP (QEMU's JSON control protocol) on a unix socket at PATH, for
         /// your own tools; berth keeps a private one for the power button.
         #[arg(long, value_name = "PATH")]
@@ -319,26 +324,40 @@ fn run(command: Command, verbose: bool) -> Result<ExitCode, String> {
             accel,
             append,
             qemu,
-            publish,
+            mut publish,
             no_network,
+            api_port,
             qmp,
             stop_timeout,
             extra,
-        } => boot::boot(&BootOptions {
-            dir,
-            memory,
-            accel,
-            append,
-            qemu,
-            publish,
-            no_network,
-            qmp,
-            kernel_chatter: verbose,
-            stop_timeout: Duration::from_secs(stop_timeout),
-            extra,
-        })
-        .map(ExitCode::from)
-        .map_err(|e| e.to_string()),
+        } => {
+            if let Some(port) = api_port {
+                publish.push(boot::Publish {
+                    host_ip: Some(std::net::Ipv4Addr::LOCALHOST),
+                    host_port: port,
+                    container_port: boot::GUEST_API_PORT,
+                    protocol: berth_netd::nft::Protocol::Tcp,
+                });
+                eprintln!(
+                    "berth boot: the guest's Docker API is forwarded here: export DOCKER_HOST=tcp://127.0.0.1:{port}"
+                );
+            }
+            boot::boot(&BootOptions {
+                dir,
+                memory,
+                accel,
+                append,
+                qemu,
+                publish,
+                no_network,
+                qmp,
+                kernel_chatter: verbose,
+                stop_timeout: Duration::from_secs(stop_timeout),
+                extra,
+            })
+            .map(ExitCode::from)
+            .map_err(|e| e.to_string())
+        }
         Command::Kernel(KernelCommand::Fetch) => {
             let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
             let path = kernel::fetch(&cache, &PIN).map_err(|e| e.to_string())?;
